@@ -1,0 +1,96 @@
+"""Placement policies: which replica a new request joins.
+
+A placement policy is one decision over read-only :class:`~sagerl.view.ReplicaView` snapshots,
+so it runs unchanged in the simulator and in the live router. Unhealthy replicas are never chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sagerl.errors import SagerlError
+from sagerl.registry import Registry
+from sagerl.view import ReplicaView
+from sagerl.workload.request import Request
+
+PLACEMENT: Registry[type[PlacementPolicy]] = Registry("placement policy")
+
+
+class PlacementPolicy:
+    """Base class. ``choose`` returns the index of the chosen replica."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new run; re-seed the policy's own generator."""
+        if seed is not None:
+            self.seed = seed
+        self.rng = np.random.default_rng(self.seed)
+
+    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+        raise NotImplementedError
+
+
+def healthy_indices(views: Sequence[ReplicaView]) -> list[int]:
+    """Indices of replicas that may receive requests; an error if there are none."""
+    healthy = [v.index for v in views if v.healthy]
+    if not healthy:
+        raise SagerlError("no healthy replica to place the request on")
+    return healthy
+
+
+@PLACEMENT.register("random")
+class RandomPlacement(PlacementPolicy):
+    """Uniformly random healthy replica (seeded)."""
+
+    name = "random"
+
+    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+        healthy = healthy_indices(views)
+        return healthy[int(self.rng.integers(len(healthy)))]
+
+
+@PLACEMENT.register("round-robin")
+class RoundRobin(PlacementPolicy):
+    """Cycle through healthy replicas in index order."""
+
+    name = "round-robin"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self._next = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self._next = 0
+
+    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+        n = len(views)
+        for offset in range(n):
+            i = (self._next + offset) % n
+            if views[i].healthy:
+                self._next = (i + 1) % n
+                return i
+        raise SagerlError("no healthy replica to place the request on")
+
+
+@PLACEMENT.register("least-outstanding")
+class LeastOutstanding(PlacementPolicy):
+    """Fewest outstanding (running + waiting) requests; ties go to the lowest index."""
+
+    name = "least-outstanding"
+
+    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+        return min(healthy_indices(views), key=lambda i: (views[i].outstanding, i))
+
+
+def make_placement(name: str, seed: int = 0, **kwargs: Any) -> PlacementPolicy:
+    """Instantiate the placement policy registered as ``name``."""
+    return PLACEMENT.get(name)(seed=seed, **kwargs)

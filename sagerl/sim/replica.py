@@ -1,0 +1,491 @@
+"""One serving replica, scheduled as vLLM's V1 engine does it.
+
+The algorithm of one iteration (``_plan_step``), in one paragraph: there is no separate prefill or
+decode phase. Every sequence has ``num_tokens`` known tokens of which ``num_computed`` have KV
+entries; an iteration hands out a token budget so ``num_computed`` catches up, and a sequence that
+catches up emits one new token. Running sequences are served first, in admission order; each takes
+``min(uncomputed, budget left)`` tokens (chunked prefill). When the KV cache has too few free
+blocks for a running sequence, the running sequence with the worst ordering key is preempted
+(recompute: its blocks are freed and ``num_computed`` reset; swap: its blocks move to host memory)
+and the allocation retried. Waiting sequences are admitted in ordering-key order, only if nothing
+was preempted in this iteration, while the budget, the running cap and the free blocks allow;
+admission stops at the first sequence that does not fit (no head-of-line skipping).
+
+Fast path (``SchedulerConfig.fast_path``): when an iteration is pure decode for every running
+sequence, nothing was preempted and no waiting sequence can be admitted, the following iterations
+are identical in shape until (a) a sequence finishes, (b) the KV cache runs out, or (c) a new
+request arrives here. The replica then plans a *segment* of ``k`` iterations at once: step times
+are affine in the KV tokens read (``StepTimer`` contract), the context grows by one token per
+sequence per step, so the segment's duration, the KV block-time integral, and the block count at
+any instant are closed forms. An arrival truncates the segment to the iterations that started
+before it (``truncate``). Results equal step-by-step mode up to float rounding (tested).
+
+Cost per segment is O(B log B) for B running sequences; per single step O(B + admitted).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from sagerl.errors import SagerlError
+from sagerl.sim.config import SchedulerConfig
+from sagerl.sim.sequence import SeqStatus, Sequence
+from sagerl.view import ReplicaView
+
+if TYPE_CHECKING:
+    from sagerl.policy.ordering import OrderingPolicy
+
+
+class StepTimer(Protocol):
+    """What the replica needs from a step-time model (see :mod:`sagerl.hardware`)."""
+
+    def step_time(
+        self, num_tokens: int, num_seqs: int, prefill_attn_pairs: float, decode_kv_tokens: int
+    ) -> float: ...
+
+    def decode_coefficients(self, num_seqs: int) -> tuple[float, float]: ...
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """The iteration (or fast-path segment of ``k`` identical-shape decode iterations) in flight.
+
+    Attributes:
+        start: Start time of the first iteration, s.
+        k: Iterations in the plan (1 unless it is a fast-path segment).
+        a: Duration of the first iteration, s.
+        b: Growth of the duration per further iteration, s (0 for single steps).
+        scheduled: ``(sequence, tokens)`` per scheduled sequence in the first iteration.
+        computed0: ``num_computed`` of each scheduled sequence at the plan's start (segments).
+        blocks_during: Blocks allocated during the (single) iteration.
+        segment: True for a fast-path segment (even one truncated to a single iteration).
+    """
+
+    start: float
+    k: int
+    a: float
+    b: float
+    scheduled: list[tuple[Sequence, int]]
+    computed0: list[int] = field(default_factory=list)
+    blocks_during: int = 0
+    segment: bool = False
+
+    def elapsed(self, steps: int) -> float:
+        """Duration of the first ``steps`` iterations, s (closed form of the arithmetic series)."""
+        return self.a * steps + self.b * (steps * (steps - 1) / 2)
+
+    @property
+    def end(self) -> float:
+        return self.start + self.elapsed(self.k)
+
+    def starts_before(self, t: float) -> int:
+        """How many of the plan's iterations start strictly before time ``t``."""
+        delta = t - self.start
+        if delta <= 0:
+            return 0
+        a, b = self.a, self.b
+        if b <= 0:
+            j = int(delta / a) if a > 0 else self.k
+        else:
+            # Largest real j with a*j + b*j*(j-1)/2 = delta, then fixed up exactly below.
+            half_b = b / 2
+            lin = a - half_b
+            j = int((-lin + math.sqrt(lin * lin + 4 * half_b * delta)) / (2 * half_b))
+        last = self.k - 1
+        j = max(0, min(j, last))
+        while j > 0 and self.elapsed(j) >= delta:
+            j -= 1
+        while j < last and self.elapsed(j + 1) < delta:
+            j += 1
+        return j + 1
+
+
+def _blocks(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+def _floor_sums(n: int, m: int) -> tuple[int, int]:
+    """``(sum_{y<n} floor(y/m), sum_{y<n} y*floor(y/m))`` in closed form."""
+    q, r = divmod(n, m)
+    f = m * q * (q - 1) // 2 + r * q
+    # Full periods: sum_{p<q} p * (m*m*p + m*(m-1)/2); partial: q * sum_{y=q*m}^{n-1} y.
+    g = m * m * (q - 1) * q * (2 * q - 1) // 6 + (m * (m - 1) // 2) * (q * (q - 1) // 2)
+    g += q * (r * q * m + r * (r - 1) // 2)
+    return f, g
+
+
+def segment_block_time(computed0: list[int], k: int, a: float, b: float, bs: int) -> float:
+    """Sum over the segment's iterations j of (blocks allocated during j) × (duration of j).
+
+    During iteration j a decode sequence that started with ``c`` computed tokens holds
+    ``ceil((c + j + 1) / bs)`` blocks; iteration j lasts ``a + b*j``. Summed per sequence in O(1)
+    with floor sums (``ceil(x/bs) = floor((x + bs - 1)/bs)``).
+    """
+    total = 0.0
+    for c in computed0:
+        y0 = c + bs  # ceil((c + 1 + j)/bs) == floor((y0 + j)/bs)
+        f1, g1 = _floor_sums(y0 + k, bs)
+        f0, g0 = _floor_sums(y0, bs)
+        total += (a - b * y0) * (f1 - f0) + b * (g1 - g0)
+    return total
+
+
+class Replica:
+    """A model replica on one or more GPUs with continuous batching and a paged KV cache."""
+
+    def __init__(
+        self,
+        index: int,
+        timer: StepTimer,
+        kv_blocks_total: int,
+        config: SchedulerConfig,
+        ordering: OrderingPolicy,
+        *,
+        gpu: str = "",
+        model: str = "",
+        kv_bytes_per_block: float = 0.0,
+    ) -> None:
+        if kv_blocks_total <= 0:
+            raise SagerlError(f"replica {index}: KV cache has no blocks")
+        self.index = index
+        self.timer = timer
+        self.config = config
+        self.ordering = ordering
+        self.gpu = gpu
+        self.model = model
+        self.block_size = config.block_size
+        self.kv_blocks_total = kv_blocks_total
+        self.max_tokens = kv_blocks_total * config.block_size
+        self.swap_s_per_block = (
+            kv_bytes_per_block / (config.swap_bandwidth_gb_s * 1e9) if kv_bytes_per_block else 0.0
+        )
+        base, per_kv = timer.decode_coefficients(1)
+        self.decode_tokens_per_s = 1.0 / (base + per_kv * 1024)
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty the replica (a new simulation)."""
+        self.free_blocks = self.kv_blocks_total
+        self.running: list[Sequence] = []
+        self.waiting: list[tuple[object, int, Sequence]] = []  # heap of (key, tiebreak, seq)
+        self._tiebreak = 0
+        self.plan: StepPlan | None = None
+        self.healthy = True
+        # Statistics.
+        self.busy_time = 0.0
+        self.block_time = 0.0
+        self.peak_blocks = 0
+        self.num_steps = 0
+        self.num_segments = 0
+        self.num_preemptions = 0
+
+    # ------------------------------------------------------------------ queue
+    def add(self, seq: Sequence, now: float) -> None:
+        """Queue a newly placed sequence."""
+        if seq.prompt_tokens + seq.output_tokens > self.max_tokens:
+            raise SagerlError(
+                f"request {seq.id} needs {seq.prompt_tokens + seq.output_tokens} tokens of KV "
+                f"cache; replica {self.index} holds {self.max_tokens}"
+            )
+        seq.replica = self.index
+        seq.status = SeqStatus.WAITING
+        self._enqueue(seq, now)
+
+    def _enqueue(self, seq: Sequence, now: float) -> None:
+        seq.sort_key = self.ordering.key(seq, now)
+        self._tiebreak += 1
+        heapq.heappush(self.waiting, (seq.sort_key, self._tiebreak, seq))
+
+    def _rekey(self, now: float) -> None:
+        """Recompute every key (dynamic orderings) and restore the heap."""
+        for seq in self.running:
+            seq.sort_key = self.ordering.key(seq, now)
+        self.waiting = [(self.ordering.key(s, now), t, s) for _, t, s in self.waiting]
+        for key, _, s in self.waiting:
+            s.sort_key = key
+        heapq.heapify(self.waiting)
+
+    @property
+    def idle(self) -> bool:
+        return self.plan is None
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    # -------------------------------------------------------------- schedule
+    def schedule(self, now: float) -> float | None:
+        """Plan the next iteration (or fast-path segment) starting at ``now``.
+
+        Returns:
+            Its end time in seconds, or ``None`` when there is nothing to run.
+        """
+        if not (self.running or self.waiting):
+            self.plan = None
+            return None
+        if self.ordering.dynamic:
+            self._rekey(now)
+        plan = self._plan_step(now)
+        if plan is None:
+            self.plan = None
+            return None
+        self.plan = plan
+        return plan.end
+
+    def _preempt(self, victim: Sequence, now: float) -> float:
+        """Preempt ``victim``; returns the swap-out time it costs (0 for recompute), s."""
+        self.running.remove(victim)
+        swap_cost = 0.0
+        if self.config.preemption_mode == "swap" and victim.num_computed > 0:
+            victim.swapped = True
+            swap_cost = victim.blocks * self.swap_s_per_block
+        else:
+            victim.num_computed = 0
+        self.free_blocks += victim.blocks
+        victim.blocks = 0
+        victim.num_preemptions += 1
+        self.num_preemptions += 1
+        self._enqueue(victim, now)
+        victim.status = SeqStatus.PREEMPTED
+        return swap_cost
+
+    def _plan_step(self, now: float) -> StepPlan | None:
+        cfg = self.config
+        bs = self.block_size
+        budget = cfg.max_num_batched_tokens
+        scheduled: dict[Sequence, int] = {}
+        preempted = False
+        extra_time = 0.0
+
+        for seq in list(self.running):
+            if seq.status is not SeqStatus.RUNNING:
+                continue  # preempted earlier in this iteration
+            if budget <= 0:
+                break
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            need = _blocks(seq.num_computed + n, bs) - seq.blocks
+            while need > self.free_blocks:
+                victim = max(self.running, key=lambda s: s.sort_key)
+                if victim in scheduled:
+                    budget += scheduled.pop(victim)
+                extra_time += self._preempt(victim, now)
+                preempted = True
+                if victim is seq:
+                    break
+            if seq.status is not SeqStatus.RUNNING:
+                continue
+            self.free_blocks -= need
+            seq.blocks += need
+            scheduled[seq] = n
+            budget -= n
+
+        if not preempted:
+            waiting = self.waiting
+            while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
+                seq = waiting[0][2]
+                uncomputed = seq.num_tokens - seq.num_computed
+                n = min(uncomputed, budget)
+                if n < uncomputed and not cfg.enable_chunked_prefill:
+                    break
+                need = _blocks(seq.num_computed + n, bs)
+                if need > self.free_blocks:
+                    break
+                heapq.heappop(waiting)
+                if seq.swapped:
+                    extra_time += _blocks(seq.num_computed, bs) * self.swap_s_per_block
+                    seq.swapped = False
+                self.free_blocks -= need
+                seq.blocks = need
+                seq.status = SeqStatus.RUNNING
+                if seq.first_scheduled < 0:
+                    seq.first_scheduled = now
+                self.running.append(seq)
+                scheduled[seq] = n
+                budget -= n
+
+        if not scheduled:
+            return None
+
+        num_tokens = 0
+        pairs = 0.0
+        kv_tokens = 0
+        for seq, n in scheduled.items():
+            num_tokens += n
+            c = seq.num_computed
+            if n == 1 and c + 1 == seq.num_tokens:
+                kv_tokens += c + 1
+            else:
+                pairs += n * (c + (n + 1) / 2)
+        used = self.kv_blocks_total - self.free_blocks
+
+        if (
+            cfg.fast_path
+            and pairs == 0
+            and extra_time == 0.0
+            and not preempted
+            and len(scheduled) == len(self.running)
+            and not (self.waiting and self.ordering.dynamic)
+        ):
+            segment = self._plan_segment(now, scheduled)
+            if segment is not None:
+                return segment
+
+        duration = self.timer.step_time(num_tokens, len(scheduled), pairs, kv_tokens) + extra_time
+        return StepPlan(
+            start=now,
+            k=1,
+            a=duration,
+            b=0.0,
+            scheduled=list(scheduled.items()),
+            blocks_during=used,
+        )
+
+    def _plan_segment(self, now: float, scheduled: dict[Sequence, int]) -> StepPlan | None:
+        """Plan k > 1 identical-shape decode iterations, or ``None`` if only one is safe.
+
+        Called after iteration 0's blocks were allocated. The waiting queue cannot be admitted in
+        any of the k iterations: free blocks only shrink and the budget left for waiting
+        sequences stays the same, so the blocked head stays blocked.
+        """
+        bs = self.block_size
+        running = self.running
+        num = len(running)
+        k = min(s.output_tokens - s.num_generated for s in running)
+        if k <= 1:
+            return None
+        computed0 = [s.num_computed for s in running]
+        # Exact memory bound. Free blocks before iteration 0 allocated: free0. Sequence i needs
+        # a new block at iteration j iff j == (-c_i) mod bs (mod bs). The (free0+1)-th
+        # allocation happens at iteration (free0 // num) * bs + sorted_offsets[free0 % num].
+        allocated0 = sum(s.blocks for s in running) - sum(_blocks(c, bs) for c in computed0)
+        free0 = self.free_blocks + allocated0
+        offsets = sorted((-c) % bs for c in computed0)
+        k_mem = (free0 // num) * bs + offsets[free0 % num]
+        k = min(k, k_mem)
+        if k <= 1:
+            return None
+        base, per_kv = self.timer.decode_coefficients(num)
+        kv0 = sum(computed0) + num
+        # Allocate the blocks the whole segment needs now; views subtract what is not yet used.
+        for s, c in zip(running, computed0, strict=True):
+            nb = _blocks(c + k, bs)
+            self.free_blocks -= nb - s.blocks
+            s.blocks = nb
+        self.num_segments += 1
+        return StepPlan(
+            start=now,
+            k=k,
+            a=base + per_kv * kv0,
+            b=per_kv * num,
+            scheduled=list(scheduled.items()),
+            computed0=computed0,
+            segment=True,
+        )
+
+    def truncate(self, t: float) -> float | None:
+        """An arrival at ``t`` cuts a fast-path segment to the iterations started before ``t``.
+
+        Returns:
+            The new end time if it changed, else ``None``.
+        """
+        plan = self.plan
+        if plan is None or not plan.segment:
+            return None
+        k_new = max(1, plan.starts_before(t))
+        if k_new >= plan.k:
+            return None
+        bs = self.block_size
+        for (s, _), c in zip(plan.scheduled, plan.computed0, strict=True):
+            nb = _blocks(c + k_new, bs)
+            self.free_blocks += s.blocks - nb
+            s.blocks = nb
+        plan.k = k_new
+        return plan.end
+
+    # ---------------------------------------------------------------- apply
+    def complete(self, now: float) -> list[Sequence]:
+        """Apply the finished plan at its end time ``now``; returns the sequences that finished."""
+        plan = self.plan
+        assert plan is not None, "complete() without a plan"
+        self.plan = None
+        duration = now - plan.start
+        self.busy_time += duration
+        finished: list[Sequence] = []
+        if not plan.segment:
+            self.num_steps += 1
+            self.block_time += plan.blocks_during * duration
+            self.peak_blocks = max(self.peak_blocks, plan.blocks_during)
+            for seq, n in plan.scheduled:
+                if seq.status is not SeqStatus.RUNNING:
+                    continue
+                seq.num_computed += n
+                if seq.num_computed == seq.num_tokens:
+                    seq.num_generated += 1
+                    if seq.num_generated == 1:
+                        seq.first_token_time = now
+                    if seq.num_generated == seq.output_tokens:
+                        finished.append(seq)
+        else:
+            k = plan.k
+            self.num_steps += k
+            self.block_time += segment_block_time(
+                plan.computed0, k, plan.a, plan.b, self.block_size
+            )
+            # Blocks only grow inside a segment: the peak is at its last iteration.
+            self.peak_blocks = max(self.peak_blocks, self.kv_blocks_total - self.free_blocks)
+            first_end = plan.start + plan.a
+            for seq, _ in plan.scheduled:
+                if seq.num_generated == 0:  # its last prompt token was computed in iteration 0
+                    seq.first_token_time = first_end
+                seq.num_computed += k
+                seq.num_generated += k
+                if seq.num_generated == seq.output_tokens:
+                    finished.append(seq)
+        for seq in finished:
+            self.running.remove(seq)
+            self.free_blocks += seq.blocks
+            seq.blocks = 0
+            seq.status = SeqStatus.FINISHED
+            seq.finish_time = now
+        self._check_invariants()
+        return finished
+
+    def _check_invariants(self) -> None:
+        if not 0 <= self.free_blocks <= self.kv_blocks_total:
+            raise AssertionError(
+                f"replica {self.index}: free blocks {self.free_blocks} out of range"
+            )
+        if len(self.running) > self.config.max_num_seqs:
+            raise AssertionError(f"replica {self.index}: running over max_num_seqs")
+
+    # ------------------------------------------------------------------ view
+    def blocks_used_at(self, t: float) -> int:
+        """KV blocks in use at time ``t`` (inside a segment, only those reached by then)."""
+        used = self.kv_blocks_total - self.free_blocks
+        plan = self.plan
+        if plan is None or not plan.segment:
+            return used
+        j = plan.starts_before(t)  # iterations started by t; iteration j-1 is in flight
+        bs = self.block_size
+        unused = 0
+        for (s, _), c in zip(plan.scheduled, plan.computed0, strict=True):
+            unused += s.blocks - _blocks(c + max(j, 1), bs)
+        return used - unused
+
+    def view(self, now: float) -> ReplicaView:
+        """Snapshot for placement decisions at time ``now``."""
+        return ReplicaView(
+            index=self.index,
+            gpu=self.gpu,
+            model=self.model,
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            kv_blocks_used=self.blocks_used_at(now),
+            kv_blocks_total=self.kv_blocks_total,
+            block_size=self.block_size,
+            decode_tokens_per_s=self.decode_tokens_per_s,
+            healthy=self.healthy,
+        )

@@ -1,4 +1,4 @@
-"""Config of the simulated cluster: replicas (GPU, model, parallelism) and the engine's scheduler."""
+"""Config of the simulated cluster: replicas (GPU, model, parallelism) and engine scheduler."""
 
 from __future__ import annotations
 

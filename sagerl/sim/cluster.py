@@ -55,6 +55,8 @@ class Simulation:
             time, idx, version = heapq.heappop(events)
             if version != self._version[idx]:
                 continue
+            if time < self.now:
+                raise AssertionError(f"time went back: event at {time} after {self.now}")
             self.now = time
             replica = self.replicas[idx]
             finished.extend(replica.complete(time))

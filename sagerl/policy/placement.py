@@ -34,7 +34,17 @@ class PlacementPolicy:
             self.seed = seed
         self.rng = np.random.default_rng(self.seed)
 
-    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
+        """Pick a replica for ``request`` at time ``now`` (s).
+
+        Args:
+            request: The arriving request (policies must not read ``output_tokens``).
+            views: One snapshot per replica, in index order.
+            now: Current time, s.
+            prediction: The request's predicted length distribution, if a predictor runs.
+        """
         raise NotImplementedError
 
 
@@ -52,7 +62,9 @@ class RandomPlacement(PlacementPolicy):
 
     name = "random"
 
-    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
         healthy = healthy_indices(views)
         return healthy[int(self.rng.integers(len(healthy)))]
 
@@ -71,7 +83,9 @@ class RoundRobin(PlacementPolicy):
         super().reset(seed)
         self._next = 0
 
-    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
         n = len(views)
         for offset in range(n):
             i = (self._next + offset) % n
@@ -87,7 +101,9 @@ class LeastOutstanding(PlacementPolicy):
 
     name = "least-outstanding"
 
-    def choose(self, request: Request, views: Sequence[ReplicaView], now: float) -> int:
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
         return min(healthy_indices(views), key=lambda i: (views[i].outstanding, i))
 
 

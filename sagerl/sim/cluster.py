@@ -26,14 +26,58 @@ from sagerl.view import ReplicaView
 from sagerl.workload.request import Request
 
 
+class Predictor(Protocol):
+    """What the simulation needs from a length predictor (see :mod:`sagerl.predict`)."""
+
+    def predict(self, request: Request) -> Any: ...
+
+    def observe(self, request: Request, output_tokens: int) -> None: ...
+
+
+class LazyViews(Seq[ReplicaView]):
+    """A read-only sequence of replica views built on first access.
+
+    Round-robin reads one view per decision; building all N would dominate its cost.
+    """
+
+    __slots__ = ("_cache", "_now", "_replicas")
+
+    def __init__(self, replicas: list[Replica], now: float) -> None:
+        self._replicas = replicas
+        self._now = now
+        self._cache: list[ReplicaView | None] = [None] * len(replicas)
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def __getitem__(self, i: int) -> ReplicaView:  # type: ignore[override]
+        view = self._cache[i]
+        if view is None:
+            view = self._cache[i] = self._replicas[i].view(self._now)
+        return view
+
+
 class Simulation:
     """N replicas (possibly different GPUs) behind one placement policy."""
 
-    def __init__(self, replicas: list[Replica], placement: PlacementPolicy | None = None) -> None:
+    def __init__(
+        self,
+        replicas: list[Replica],
+        placement: PlacementPolicy | None = None,
+        predictor: Predictor | None = None,
+    ) -> None:
+        """
+        Args:
+            replicas: The replicas, indexed 0..N-1 (the placement action).
+            placement: Placement policy used by :meth:`run`.
+            predictor: Optional output-length predictor. Streaming protocol: each request is
+                predicted when it arrives (before placement) and observed when it finishes.
+        """
         if not replicas:
             raise SagerlError("a cluster needs at least one replica")
         self.replicas = replicas
         self.placement = placement
+        self.predictor = predictor
         self.reset()
 
     def reset(self) -> None:
@@ -59,7 +103,12 @@ class Simulation:
                 raise AssertionError(f"time went back: event at {time} after {self.now}")
             self.now = time
             replica = self.replicas[idx]
-            finished.extend(replica.complete(time))
+            done = replica.complete(time)
+            if done:
+                finished.extend(done)
+                if self.predictor is not None:
+                    for seq in done:
+                        self.predictor.observe(seq.request, seq.num_generated)
             self._schedule(replica, time)
         if t > self.now:
             self.now = t
@@ -73,16 +122,20 @@ class Simulation:
             raise AssertionError(f"replicas {stuck} still hold work after the event queue emptied")
         return finished
 
-    def views(self, now: float | None = None) -> list[ReplicaView]:
-        """Point-in-time snapshot of every replica."""
-        t = self.now if now is None else now
-        return [r.view(t) for r in self.replicas]
+    def views(self, now: float | None = None) -> LazyViews:
+        """Point-in-time snapshot of every replica (each view built on first access)."""
+        return LazyViews(self.replicas, self.now if now is None else now)
 
-    def place(self, request: Request, index: int) -> Sequence:
+    def predict(self, request: Request) -> Any:
+        """The predictor's length distribution for ``request`` (``None`` without a predictor)."""
+        return None if self.predictor is None else self.predictor.predict(request)
+
+    def place(self, request: Request, index: int, prediction: Any = None) -> Sequence:
         """Queue ``request`` on replica ``index`` at the current time."""
         if not 0 <= index < len(self.replicas):
             raise SagerlError(f"replica index {index} out of range 0..{len(self.replicas) - 1}")
         seq = Sequence(request)
+        seq.prediction = prediction
         self.sequences.append(seq)
         replica = self.replicas[index]
         if request.prompt_tokens + request.output_tokens > replica.max_tokens:
@@ -123,7 +176,9 @@ class Simulation:
                 raise SagerlError(f"requests are not sorted by arrival (request {req.id})")
             last = req.arrival
             self.advance_to(req.arrival)
-            self.place(req, choose(req, self.views(req.arrival), req.arrival))
+            prediction = self.predict(req)
+            index = choose(req, self.views(req.arrival), req.arrival, prediction)
+            self.place(req, index, prediction)
             if progress and i % 1000 == 999:
                 bar.update(1000)
         self.drain()

@@ -43,6 +43,7 @@ class Sequence:
         "num_preemptions",
         "output_tokens",
         "policy_state",
+        "prediction",
         "prompt_tokens",
         "replica",
         "request",
@@ -69,6 +70,10 @@ class Sequence:
         self.first_token_time = -1.0
         self.finish_time = -1.0
         self.sort_key: Any = None
+        # Predicted output-length distribution (a sagerl.predict LengthDistribution) when the
+        # simulation has a predictor; ordering policies read it, never output_tokens.
+        self.prediction: Any = None
+        # Free slot for an ordering policy's per-sequence cache (e.g. a Gittins rank).
         self.policy_state: Any = None
 
     @property

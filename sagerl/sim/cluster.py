@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from collections.abc import Sequence as Seq
+from typing import Any, Protocol
 
 from tqdm import tqdm
 

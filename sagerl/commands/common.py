@@ -43,7 +43,7 @@ def print_table(
     title: str, rows: Sequence[Mapping[str, Any]], console: Console | None = None
 ) -> None:
     """Print rows of equal keys as a rich table (floats to 4 significant digits)."""
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 140))
     table = Table(title=title)
     if not rows:
         console.print(f"{title}: (no rows)")

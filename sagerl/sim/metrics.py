@@ -75,6 +75,7 @@ class SimResult:
                 "peak_blocks": [r.peak_blocks for r in sim.replicas],
                 "iterations": [r.num_steps for r in sim.replicas],
                 "segments": [r.num_segments for r in sim.replicas],
+                "plans": [r.num_plans for r in sim.replicas],
                 "preemptions": [r.num_preemptions for r in sim.replicas],
             }
         )

@@ -121,16 +121,35 @@ def segment_block_time(computed0: list[int], k: int, a: float, b: float, bs: int
     """Sum over the segment's iterations j of (blocks allocated during j) × (duration of j).
 
     During iteration j a decode sequence that started with ``c`` computed tokens holds
-    ``ceil((c + j + 1) / bs)`` blocks; iteration j lasts ``a + b*j``. Summed per sequence in O(1)
-    with floor sums (``ceil(x/bs) = floor((x + bs - 1)/bs)``).
+    ``ceil((c + j + 1) / bs)`` blocks; iteration j lasts ``a + b*j``. With ``y0 = c + bs`` that is
+    ``floor((y0 + j)/bs)``, and the per-sequence sum is
+    ``(a - b*y0) * dF + b * dG`` where ``dF``, ``dG`` are differences of :func:`_floor_sums`.
+    The integer parts are accumulated exactly and combined with ``a`` and ``b`` once.
     """
-    total = 0.0
+    # NOTE: _floor_sums is inlined here (this loop is the simulator's hottest): for n = q*m + r,
+    # F(n) = m*q*(q-1)/2 + r*q and G(n) = m*m*(q-1)*q*(2q-1)/6 + m*(m-1)/2 * q*(q-1)/2
+    # + q*(r*q*m + r*(r-1)/2).
+    m = bs
+    mm = m * m
+    half = m * (m - 1) // 2
+    sum_f = sum_yf = sum_g = 0
     for c in computed0:
-        y0 = c + bs  # ceil((c + 1 + j)/bs) == floor((y0 + j)/bs)
-        f1, g1 = _floor_sums(y0 + k, bs)
-        f0, g0 = _floor_sums(y0, bs)
-        total += (a - b * y0) * (f1 - f0) + b * (g1 - g0)
-    return total
+        y0 = c + m
+        q0, r0 = divmod(y0, m)
+        q1, r1 = divmod(y0 + k, m)
+        t0 = q0 * (q0 - 1)
+        t1 = q1 * (q1 - 1)
+        df = (m * t1 // 2 + r1 * q1) - (m * t0 // 2 + r0 * q0)
+        g1 = (
+            mm * t1 * (2 * q1 - 1) // 6 + half * (t1 // 2) + q1 * (r1 * q1 * m + r1 * (r1 - 1) // 2)
+        )
+        g0 = (
+            mm * t0 * (2 * q0 - 1) // 6 + half * (t0 // 2) + q0 * (r0 * q0 * m + r0 * (r0 - 1) // 2)
+        )
+        sum_f += df
+        sum_yf += y0 * df
+        sum_g += g1 - g0
+    return a * sum_f + b * (sum_g - sum_yf)
 
 
 class Replica:
@@ -179,6 +198,7 @@ class Replica:
         self.block_time = 0.0
         self.peak_blocks = 0
         self.num_steps = 0
+        self.num_plans = 0
         self.num_segments = 0
         self.num_preemptions = 0
 
@@ -254,6 +274,12 @@ class Replica:
 
     def _plan_step(self, now: float) -> StepPlan | None:
         cfg = self.config
+        if cfg.fast_path and not self.waiting and self.running:
+            # Common case (a segment ended on a completion or a truncation): if everything is
+            # decoding, plan the next segment directly, skipping the general iteration.
+            segment = self._plan_segment(now, None)
+            if segment is not None:
+                return segment
         bs = self.block_size
         budget = cfg.max_num_batched_tokens
         scheduled: dict[Sequence, int] = {}
@@ -265,8 +291,11 @@ class Replica:
                 continue  # preempted earlier in this iteration
             if budget <= 0:
                 break
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            need = _blocks(seq.num_computed + n, bs) - seq.blocks
+            c = seq.num_computed
+            n = seq.prompt_tokens + seq.num_generated - c
+            if n > budget:
+                n = budget
+            need = -(-(c + n) // bs) - seq.blocks
             while need > self.free_blocks:
                 victim = max(self.running, key=lambda s: s.sort_key)
                 if victim in scheduled:
@@ -315,7 +344,7 @@ class Replica:
         for seq, n in scheduled.items():
             num_tokens += n
             c = seq.num_computed
-            if n == 1 and c + 1 == seq.num_tokens:
+            if n == 1 and c + 1 == seq.prompt_tokens + seq.num_generated:
                 kv_tokens += c + 1
             else:
                 pairs += n * (c + (n + 1) / 2)
@@ -343,16 +372,27 @@ class Replica:
             blocks_during=used,
         )
 
-    def _plan_segment(self, now: float, scheduled: dict[Sequence, int]) -> StepPlan | None:
+    def _plan_segment(self, now: float, scheduled: dict[Sequence, int] | None) -> StepPlan | None:
         """Plan k > 1 identical-shape decode iterations, or ``None`` if only one is safe.
 
-        Called after iteration 0's blocks were allocated. The waiting queue cannot be admitted in
-        any of the k iterations: free blocks only shrink and the budget left for waiting
-        sequences stays the same, so the blocked head stays blocked.
+        Args:
+            now: Start time, s.
+            scheduled: Iteration 0 as the general planner scheduled it (its blocks already
+                allocated), or ``None`` when called before any planning; then every running
+                sequence must be decoding, else ``None`` is returned.
+
+        The waiting queue cannot be admitted in any of the k iterations: free blocks only shrink
+        and the budget left for waiting sequences stays the same, so a blocked head stays blocked.
         """
         bs = self.block_size
         running = self.running
         num = len(running)
+        if scheduled is None:
+            if num > self.config.max_num_batched_tokens:
+                return None
+            for s in running:
+                if s.num_computed + 1 != s.prompt_tokens + s.num_generated:
+                    return None
         k = min(s.output_tokens - s.num_generated for s in running)
         if k <= 1:
             return None
@@ -360,8 +400,11 @@ class Replica:
         # Exact memory bound. Free blocks before iteration 0 allocated: free0. Sequence i needs
         # a new block at iteration j iff j == (-c_i) mod bs (mod bs). The (free0+1)-th
         # allocation happens at iteration (free0 // num) * bs + sorted_offsets[free0 % num].
-        allocated0 = sum(s.blocks for s in running) - sum(_blocks(c, bs) for c in computed0)
-        free0 = self.free_blocks + allocated0
+        if scheduled is None:
+            free0 = self.free_blocks
+        else:
+            allocated0 = sum(s.blocks for s in running) - sum(_blocks(c, bs) for c in computed0)
+            free0 = self.free_blocks + allocated0
         offsets = sorted((-c) % bs for c in computed0)
         k_mem = (free0 // num) * bs + offsets[free0 % num]
         k = min(k, k_mem)
@@ -380,7 +423,7 @@ class Replica:
             k=k,
             a=base + per_kv * kv0,
             b=per_kv * num,
-            scheduled=list(scheduled.items()),
+            scheduled=[(s, 1) for s in running],
             computed0=computed0,
             segment=True,
         )
@@ -413,6 +456,7 @@ class Replica:
         self.plan = None
         duration = now - plan.start
         self.busy_time += duration
+        self.num_plans += 1
         finished: list[Sequence] = []
         if not plan.segment:
             self.num_steps += 1
@@ -422,7 +466,7 @@ class Replica:
                 if seq.status is not SeqStatus.RUNNING:
                     continue
                 seq.num_computed += n
-                if seq.num_computed == seq.num_tokens:
+                if seq.num_computed == seq.prompt_tokens + seq.num_generated:
                     seq.num_generated += 1
                     if seq.num_generated == 1:
                         seq.first_token_time = now

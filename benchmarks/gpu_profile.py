@@ -76,12 +76,15 @@ def profile_model(name: str) -> dict:
     prefill = []
     for c in CHUNKS:
         q = torch.randn(1, heads, c, head_dim, device=dev, dtype=dt)
-        k = torch.randn(1, heads, c, head_dim, device=dev, dtype=dt)
+        k = torch.randn(1, kv_heads, c, head_dim, device=dev, dtype=dt)
+        v = torch.randn(1, kv_heads, c, head_dim, device=dev, dtype=dt)
         prefill.append(
             {
                 "chunk": c,
                 "ms": bench(
-                    lambda q=q, k=k: F.scaled_dot_product_attention(q, k, k, is_causal=True)
+                    lambda q=q, k=k, v=v, g=kv_heads != heads: F.scaled_dot_product_attention(
+                        q, k, v, is_causal=True, enable_gqa=g
+                    )
                 ),
             }
         )
@@ -89,6 +92,8 @@ def profile_model(name: str) -> dict:
     for b, ctx in DECODE:
         q = torch.randn(b, heads, 1, head_dim, device=dev, dtype=dt)
         k = torch.randn(b, kv_heads, ctx, head_dim, device=dev, dtype=dt)
+        # NOTE: a distinct V, or V's reads hit the L2 lines K just brought in.
+        v = torch.randn(b, kv_heads, ctx, head_dim, device=dev, dtype=dt)
         # Grouped-query attention reads each KV head once (as paged kernels do).
         gqa = kv_heads != heads
         decode.append(
@@ -96,12 +101,67 @@ def profile_model(name: str) -> dict:
                 "batch": b,
                 "context": ctx,
                 "ms": bench(
-                    lambda q=q, k=k, g=gqa: F.scaled_dot_product_attention(q, k, k, enable_gqa=g)
+                    lambda q=q, k=k, v=v, g=gqa: F.scaled_dot_product_attention(
+                        q, k, v, enable_gqa=g
+                    )
                 ),
             }
         )
+    # One whole decoder layer (norm, QKV, attention over a KV cache, O, norm, gated MLP,
+    # residual adds), as an engine iteration runs it, replayed from a CUDA graph as vLLM does
+    # for decode. Decode: `batch` sequences with `context` cached tokens each; prefill: one
+    # chunk of `chunk` tokens with no prior context.
+    w_ln = torch.ones(hidden, device=dev, dtype=dt)
+    q_w, kv_w = heads * head_dim, kv_heads * head_dim
+
+    def layer(x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, causal: bool):
+        h = F.rms_norm(x, (hidden,), w_ln)
+        qkv = h @ w_qkv
+        q, _k, _v = qkv.split([q_w, kv_w, kv_w], dim=-1)
+        q = q.view(x.shape[0], x.shape[1], heads, head_dim).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(
+            q, k_cache, v_cache, is_causal=causal, enable_gqa=kv_heads != heads
+        )
+        x = x + attn.transpose(1, 2).reshape(x.shape[0], x.shape[1], q_w) @ w_o
+        h = F.rms_norm(x, (hidden,), w_ln)
+        gate_up = h @ w_up
+        gate, up = gate_up.split([inter, inter], dim=-1)
+        return x + (F.silu(gate) * up) @ w_down
+
+    def graphed(fn):
+        fn()  # warm-up on the side stream is done by bench(); capture once
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay
+
+    layer_decode: list | str = []
+    layer_prefill: list | str = []
+    try:
+        for b, ctx in DECODE:
+            x = torch.randn(b, 1, hidden, device=dev, dtype=dt)
+            kc = torch.randn(b, kv_heads, ctx, head_dim, device=dev, dtype=dt)
+            vc = torch.randn(b, kv_heads, ctx, head_dim, device=dev, dtype=dt)
+            step = graphed(lambda x=x, kc=kc, vc=vc: layer(x, kc, vc, False))
+            layer_decode.append({"batch": b, "context": ctx, "ms": bench(step)})
+        for c in CHUNKS:
+            x = torch.randn(1, c, hidden, device=dev, dtype=dt)
+            kc = torch.randn(1, kv_heads, c, head_dim, device=dev, dtype=dt)
+            vc = torch.randn(1, kv_heads, c, head_dim, device=dev, dtype=dt)
+            layer_prefill.append(
+                {"chunk": c, "ms": bench(lambda x=x, kc=kc, vc=vc: layer(x, kc, vc, True))}
+            )
+    except Exception as exc:  # keep the operator tables even if graph capture fails
+        layer_decode = layer_prefill = f"failed: {exc!r}"
     return {
         "model": name,
+        "layer_decode_ms_graph": layer_decode,
+        "layer_prefill_ms": layer_prefill,
         "layers": layers,
         "linear_ms_per_layer": linear,
         "prefill_attn_ms_per_layer": prefill,

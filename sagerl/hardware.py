@@ -30,10 +30,11 @@ measurements with a MAPE of 2.5-9% per (GPU, model, TP degree) (see
 ``benchmarks/calibration_report.py``). H800 and H200 have no profiling: they reuse the H100 factors
 (same Hopper SM and GEMM kernels) applied to their own peak and bandwidth.
 
-Not calibrated (the data has no attention tables): attention is analytic, with FlashAttention
-efficiencies from public figures (:data:`ATTN_PREFILL_EFF`, :data:`ATTN_DECODE_EFF`), and so is the
-per-iteration CPU overhead. All-reduce is a latency + bandwidth fit of Vidur's NCCL measurements
-(``vidur_profiling/network/*/all_reduce.csv.xz``), stored as :data:`ALLREDUCE_FITS`.
+Attention is analytic (the data has no attention tables), with FlashAttention efficiencies
+(:data:`ATTN_PREFILL_EFF`, :data:`ATTN_DECODE_EFF`) from public figures, except Hopper's decode
+efficiency, fitted to whole decoder layers timed on a real H200 (:mod:`sagerl.gpu_check`, which
+also checks the H200 figures end to end). The per-iteration CPU overhead is not calibrated.
+All-reduce is a latency + bandwidth fit of Vidur's NCCL measurements (``vidur_profiling/network/*/all_reduce.csv.xz``), stored as :data:`ALLREDUCE_FITS`.
 
 Derived from: Vidur (Agrawal et al., MLSys 2024) for the operator decomposition and profiling
 tables; vLLM V1 for what runs in an iteration (logits only at each request's sampled position,
@@ -163,7 +164,11 @@ ALLREDUCE_FITS: dict[str, dict[int, tuple[float, float]]] = {
 # paper: 50-70% on A100; FlashAttention-3, which vLLM uses on Hopper: 55-75% on H100). Decode:
 # fraction of HBM bandwidth a paged, split-KV decode kernel reaches streaming the KV cache.
 ATTN_PREFILL_EFF = {"ampere": 0.60, "hopper": 0.55}
-ATTN_DECODE_EFF = {"ampere": 0.70, "hopper": 0.70}
+# NOTE: Hopper's decode efficiency is measured: fitted to whole-layer decode steps replayed
+# from CUDA graphs on a real H200 (sagerl.gpu_check.fit_decode_efficiency on
+# calibration_data/h200_measured.json; whole-layer decode MAPE 9.6% over 36 points) and applied
+# to the whole Hopper family. Ampere's is still a public-figures guess.
+ATTN_DECODE_EFF = {"ampere": 0.70, "hopper": 0.86}
 
 # NOTE: not calibrated. CPU work per iteration (scheduling, input preparation, sampling metadata,
 # output processing) that the GPU waits for, plus a per-sequence share. With CUDA graphs the

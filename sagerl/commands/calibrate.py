@@ -18,6 +18,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sagerl.calibration import run_calibrate_cli
+    import json
+    from pathlib import Path
 
-    return run_calibrate_cli(args.data_dir, args.json)
+    from sagerl.calibration import run_calibrate_cli
+    from sagerl.commands.common import print_table
+    from sagerl.gpu_check import check_measured
+
+    status = run_calibrate_cli(args.data_dir, args.json)
+    rows = check_measured()
+    print_table(
+        "Step-time model vs a real H200 (benchmarks/gpu_profile.py; layer_* = whole decoder "
+        "layers, decode from CUDA graphs; op_* = eager single kernels, launch-bound)",
+        [
+            {**r, "mape": f"{100 * r['mape']:.1f}%", "max_ape": f"{100 * r['max_ape']:.1f}%"}
+            for r in rows
+        ],
+    )
+    if args.json:  # add the measured-GPU rows next to the Vidur rows
+        path = Path(args.json)
+        payload = {"vidur": json.loads(path.read_text()), "measured_gpu": rows}
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    return status

@@ -34,7 +34,8 @@ Attention is analytic (the data has no attention tables), with FlashAttention ef
 (:data:`ATTN_PREFILL_EFF`, :data:`ATTN_DECODE_EFF`) from public figures, except Hopper's decode
 efficiency, fitted to whole decoder layers timed on a real H200 (:mod:`sagerl.gpu_check`, which
 also checks the H200 figures end to end). The per-iteration CPU overhead is not calibrated.
-All-reduce is a latency + bandwidth fit of Vidur's NCCL measurements (``vidur_profiling/network/*/all_reduce.csv.xz``), stored as :data:`ALLREDUCE_FITS`.
+All-reduce is a latency + bandwidth fit of Vidur's NCCL measurements
+(``vidur_profiling/network/*/all_reduce.csv.xz``), stored as :data:`ALLREDUCE_FITS`.
 
 Derived from: Vidur (Agrawal et al., MLSys 2024) for the operator decomposition and profiling
 tables; vLLM V1 for what runs in an iteration (logits only at each request's sampled position,

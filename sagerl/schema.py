@@ -67,7 +67,10 @@ def format_validation_error(model: type[BaseModel], err: ValidationError, where:
     else:
         msg = first.get("msg", "invalid value")
         value = first.get("input")
-        if value is not None and not isinstance(value, dict | list):
+        if first.get("type") == "value_error":
+            # Our own validators' messages already name the value.
+            msg = msg.removeprefix("Value error, ")
+        elif value is not None and not isinstance(value, dict | list):
             msg = f"{msg} (got {value!r})"
     return f"config error in {where}: {key}: {msg}"
 

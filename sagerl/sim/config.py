@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from sagerl.errors import UnknownNameError
 from sagerl.schema import StrictModel
+
+
+def _check(lookup: Callable[[], object]) -> None:
+    """Run a registry lookup; re-raise its error as the ValueError pydantic attaches to a key."""
+    try:
+        lookup()
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class SchedulerConfig(StrictModel):
@@ -49,6 +59,22 @@ class ReplicaSpec(StrictModel):
         None, gt=0, description="Override the GPU's memory size, GiB (e.g. the paper's 96 GB H800)."
     )
 
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, name: str) -> str:
+        from sagerl.hardware import get_gpu
+
+        _check(lambda: get_gpu(name))
+        return name
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from sagerl.hardware import get_model
+
+        _check(lambda: get_model(name))
+        return name
+
 
 class ClusterConfig(StrictModel):
     """The cluster: replica groups, engine settings, and the two policy families."""
@@ -59,3 +85,19 @@ class ClusterConfig(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ordering: str = Field("fcfs", description="Ordering policy inside each replica.")
     placement: str = Field("round-robin", description="Placement policy across replicas.")
+
+    @field_validator("ordering")
+    @classmethod
+    def _known_ordering(cls, name: str) -> str:
+        from sagerl.policy import ORDERING
+
+        _check(lambda: ORDERING.get(name))
+        return name
+
+    @field_validator("placement")
+    @classmethod
+    def _known_placement(cls, name: str) -> str:
+        from sagerl.policy import PLACEMENT
+
+        _check(lambda: PLACEMENT.get(name))
+        return name

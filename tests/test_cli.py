@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,20 @@ from sagerl.paths import has_full_data
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path = REPO, env_cache: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sagerl`` in a subprocess (optionally with its own parse cache)."""
+    env = dict(os.environ)
+    if env_cache is not None:
+        env["SAGERL_CACHE"] = str(env_cache)
     return subprocess.run(
         [sys.executable, "-m", "sagerl", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
 
@@ -135,3 +143,24 @@ def test_azure_conv_config_replays_the_trace(tmp_path: Path) -> None:
     figures = json.loads(path.read_text())["summary"]
     # The trace runs at ~5.5 req/s: 2,000 requests span about six minutes.
     assert 250 < figures["makespan_s"] < 600
+
+
+def test_malformed_trace_names_file_and_line(tmp_path: Path) -> None:
+    trace = tmp_path / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    trace.parent.mkdir()
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:50.9951690,-3,109\n"
+    )
+    out = run_cli(
+        "simulate",
+        "--config",
+        "configs/azure-conv.yaml",
+        f"data_dir={tmp_path}",
+        "workload.num_requests=2",
+        env_cache=tmp_path / "cache",
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "AzureLLMInferenceTrace_conv.csv" in last and "line 3" in last

@@ -7,9 +7,10 @@ import json
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simfactory import AffineTimer, create_cluster
 
 from sagerl.workload.request import Request
+
+from simfactory import AffineTimer, create_cluster
 
 
 @st.composite

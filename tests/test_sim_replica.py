@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from simfactory import AffineTimer, create_cluster
-
 from sagerl.policy import make_ordering
 from sagerl.sim import Replica, SchedulerConfig, SeqStatus, Sequence
 from sagerl.workload.request import Request
+
+from simfactory import AffineTimer, create_cluster
 
 
 def make_replica(blocks: int = 100, **cfg: object) -> Replica:
@@ -103,6 +103,7 @@ def test_swap_keeps_computed_tokens_and_costs_time() -> None:
 
 def test_fast_path_equals_step_mode_on_small_run() -> None:
     import numpy as np
+
     from simfactory import create_requests
 
     reqs = create_requests(200, rate=40, seed=3)

@@ -1,0 +1,270 @@
+"""Prompt text -> unit vector with all-MiniLM-L6-v2, fast enough to sit on the request path.
+
+The paper embeds every prompt before scheduling it (0.22 ms on a GPU). On one CPU thread the
+transformer dominates the predictor's cost and grows linearly with the prompt's token count, so
+the embedder offers three backends of the same model (``torch`` reference, ``onnx`` fp32,
+``onnx-int8`` with int8 weights and dynamically quantised activations), a configurable
+truncation length, and two caches:
+
+* an LRU cache of recent prompt texts (repeated prompts, and ``observe`` right after
+  ``predict``, cost a dictionary lookup);
+* preloaded vectors (:meth:`Embedder.preload`) for whole data sets, computed once by
+  :class:`~sagerl.predict.embedding_store.EmbeddingStore`, so simulations and RL environments
+  pay a neighbour search per request, not a transformer pass.
+
+Batches are sorted by token count before padding, so a batch of mixed prompts wastes little
+compute on padding.
+
+NOTE: with ``onnx-int8`` the activation scale is computed over the whole batch, so a prompt's
+vector differs slightly (cosine ~0.999) depending on what it was batched with; every result is
+still deterministic for the same call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from sagerl.predict.config import EmbedderConfig
+from sagerl.predict.minilm import MODEL_NAME, model_dir
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 384
+"""Width of all-MiniLM-L6-v2's sentence embedding."""
+
+CHARS_PER_TOKEN_BOUND = 32
+"""No WordPiece token of ordinary text spans this many characters on average."""
+
+PAD_SLACK = 1.25
+"""A batch is split where its longest prompt would exceed this multiple of its shortest."""
+
+RunFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Group prompt indices into forward passes that waste little compute on padding.
+
+    On a CPU thread the model's cost is linear in the padded token count and a pass has little
+    fixed overhead, so padding a short prompt to a long one's length costs more than a second
+    pass. Prompts are sorted by length and a group closes at ``batch_size`` prompts, or when the
+    next prompt is more than ``PAD_SLACK`` times (plus 8 tokens) longer than the group's first.
+    """
+    order = np.argsort(lengths, kind="stable")
+    groups: list[np.ndarray] = []
+    start = 0
+    for i in range(1, order.size + 1):
+        if (
+            i == order.size
+            or i - start >= batch_size
+            or lengths[order[i]] > PAD_SLACK * lengths[order[start]] + 8
+        ):
+            groups.append(order[start:i])
+            start = i
+    return groups
+
+
+def text_key(text: str) -> bytes:
+    """A 16-byte digest of a prompt text, the key of every embedding cache."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised, float32).
+
+    Args:
+        config: Backend, truncation length, threads, batch size and LRU size.
+
+    The model is loaded on the first text that misses both caches, so a run on precomputed
+    embeddings never loads it.
+    """
+
+    dim: int = EMBED_DIM
+
+    def __init__(self, config: EmbedderConfig | None = None) -> None:
+        self.config = config or EmbedderConfig()
+        backend = self.config.backend
+        if backend.startswith("onnx") and importlib.util.find_spec("onnxruntime") is None:
+            log.warning("onnxruntime is not installed; the embedder falls back to torch")
+            backend = "torch"
+        self.backend = backend
+        self._tokenizer = None
+        self._run: RunFn | None = None
+        self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._known: dict[bytes, np.ndarray] = {}
+
+    @property
+    def variant(self) -> str:
+        """Identifies the numbers this embedder produces (model, backend, truncation)."""
+        tail = "ht" if self.config.truncation == "head_tail" else ""
+        return f"{MODEL_NAME}/{self.backend}/L{self.config.max_seq_len}{tail}"
+
+    # ------------------------------------------------------------------ caches
+    def preload(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Make ``vectors`` (one row per text) the answer for ``texts`` without a model pass."""
+        if len(texts) != len(vectors):
+            raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        for text, v in zip(texts, vecs, strict=True):
+            self._known[text_key(text)] = v
+
+    def clear_cache(self) -> None:
+        """Forget the LRU cache (not the preloaded vectors); used for cold latency figures."""
+        self._lru.clear()
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
+        """Embed prompts; returns ``(len(texts), 384)`` float32 unit vectors.
+
+        Args:
+            texts: Prompt texts (any length; truncated to ``max_seq_len`` tokens).
+            use_cache: Consult and fill the LRU cache and the preloaded vectors. ``False``
+                always runs the model (cold latency measurements).
+        """
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        todo: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            hit = self._lookup(text) if use_cache else None
+            if hit is None:
+                todo.setdefault(text, []).append(i)
+            else:
+                out[i] = hit
+        if todo:
+            unique = list(todo)
+            vecs = self._compute(unique)
+            for text, v in zip(unique, vecs, strict=True):
+                out[todo[text]] = v
+                if use_cache:
+                    self._remember(text, v)
+        return out
+
+    def embed_one(self, text: str, *, use_cache: bool = True) -> np.ndarray:
+        """One prompt's vector, shape ``(384,)``."""
+        return self.embed([text], use_cache=use_cache)[0]
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """WordPiece tokens per text after truncation (what the model actually sees)."""
+        return np.array([len(ids) for ids in self._encode(list(texts))], dtype=np.int64)
+
+    def _lookup(self, text: str) -> np.ndarray | None:
+        v = self._lru.get(text)
+        if v is not None:
+            self._lru.move_to_end(text)
+            return v
+        if self._known:
+            return self._known.get(text_key(text))
+        return None
+
+    def _remember(self, text: str, v: np.ndarray) -> None:
+        if self.config.cache_size <= 0:
+            return
+        self._lru[text] = v
+        if len(self._lru) > self.config.cache_size:
+            self._lru.popitem(last=False)
+
+    def _compute(self, texts: list[str]) -> np.ndarray:
+        run = self._runner()
+        encs = self._encode(texts)
+        lengths = np.array([len(e) for e in encs])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows in plan_batches(lengths, self.config.batch_size):
+            width = int(lengths[rows].max())
+            ids = np.zeros((rows.size, width), dtype=np.int64)
+            mask = np.zeros((rows.size, width), dtype=np.int64)
+            for j, r in enumerate(rows):
+                n = lengths[r]
+                ids[j, :n] = encs[r]
+                mask[j, :n] = 1
+            out[rows] = run(ids, mask)
+        return out
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """WordPiece ids per text, truncated to ``max_seq_len`` ([CLS] ... [SEP]).
+
+        NOTE: a prompt longer than ``CHARS_PER_TOKEN_BOUND * max_seq_len`` characters cannot
+        fit in ``max_seq_len`` tokens anyway; cutting it first keeps tokenising a 25k-character
+        prompt from costing more than the model. ``encode`` one by one stays on this thread
+        (``encode_batch`` starts a thread pool that competes with the model's thread).
+        """
+        tok = self._tok()
+        limit = self.config.max_seq_len
+        cut = CHARS_PER_TOKEN_BOUND * limit
+        if self.config.truncation == "head":
+            return [tok.encode(t[:cut]).ids for t in texts]
+        tail = max(1, limit // 4)
+        out = []
+        for t in texts:
+            ids = tok.encode(t if len(t) <= 2 * cut else f"{t[:cut]} {t[-cut:]}").ids
+            out.append(ids if len(ids) <= limit else ids[: limit - tail] + ids[-tail:])
+        return out
+
+    # ------------------------------------------------------------------ backends
+    def _tok(self):  # type: ignore[no-untyped-def]  # tokenizers has no stubs
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+            tok.no_padding()  # the file pads every prompt to 128; we pad per batch
+            if self.config.truncation == "head":
+                tok.enable_truncation(max_length=self.config.max_seq_len)
+            else:
+                tok.no_truncation()
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def _runner(self) -> RunFn:
+        if self._run is None:
+            self._run = self._onnx_runner() if self.backend.startswith("onnx") else None
+            if self._run is None:
+                self.backend = "torch"
+                self._run = self._torch_runner()
+        return self._run
+
+    def _onnx_runner(self) -> RunFn | None:
+        import onnxruntime as ort
+
+        from sagerl.predict.minilm import ensure_onnx
+
+        try:
+            path = ensure_onnx(quantized=self.backend == "onnx-int8")
+        except Exception as exc:  # export needs torch + onnx; fall back rather than fail
+            log.warning("ONNX export failed (%s); the embedder falls back to torch", exc)
+            return None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.config.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+
+        return run
+
+    def _torch_runner(self) -> RunFn:
+        import torch
+
+        from sagerl.predict.minilm import build_torch_model
+
+        model = build_torch_model()
+        threads = self.config.threads
+
+        def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            # NOTE: torch's thread count is process-wide: set it for this pass only, so a
+            # training loop sharing the process keeps its own.
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                with torch.inference_mode():
+                    return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            finally:
+                torch.set_num_threads(before)
+
+        return run

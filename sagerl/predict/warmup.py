@@ -1,0 +1,114 @@
+"""The warm-up pool: public requests searched when the history is too thin, and training data.
+
+The paper adds requests from public data sets to the search set when too few neighbours exist
+(start-up). The same pool trains the ``point`` and ``tie`` heads. It must not contain any prompt
+that is later evaluated, or near-duplicates inflate the scores; :meth:`WarmupPool.excluding`
+drops them and :func:`check_disjoint` proves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sagerl.errors import DataError
+from sagerl.workload.pool import RequestPool
+
+
+def normalise_text(text: str) -> str:
+    """Case- and whitespace-insensitive form of a prompt, for duplicate detection."""
+    return " ".join(text.lower().split())
+
+
+@dataclass
+class WarmupPool:
+    """Requests with known output lengths, column-wise.
+
+    Attributes:
+        prompt_ids: Stable prompt id per row.
+        prompt_tokens: Prompt length per row (tokens, int64).
+        samples: ``(n, k)`` output lengths per row (tokens, int64): CASTILLO's 10 samples, or
+            one column where a data set has a single answer. Each row counts as one request;
+            its samples share its weight.
+        texts: Prompt text per row, or ``None`` (length-only pools).
+        embeddings: ``(n, 384)`` prompt vectors, or ``None`` until computed.
+    """
+
+    prompt_ids: list[str]
+    prompt_tokens: np.ndarray
+    samples: np.ndarray
+    texts: list[str] | None = None
+    embeddings: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_ids)
+        self.prompt_tokens = np.asarray(self.prompt_tokens, dtype=np.int64)
+        self.samples = np.asarray(self.samples, dtype=np.int64)
+        if self.samples.ndim == 1:
+            self.samples = self.samples[:, None]
+        if self.prompt_tokens.shape != (n,) or self.samples.shape[0] != n:
+            raise ValueError("warm-up pool columns have different lengths")
+        if self.texts is not None and len(self.texts) != n:
+            raise ValueError("warm-up pool texts have a different length")
+        if self.embeddings is not None and self.embeddings.shape[0] != n:
+            raise ValueError("warm-up pool embeddings have a different length")
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @classmethod
+    def from_pool(cls, pool: RequestPool) -> WarmupPool:
+        """Columns of a loaded data set (all sampled lengths where it has several)."""
+        ids = pool.prompt_ids or [f"{pool.source}:{i}" for i in range(len(pool))]
+        samples = pool.output_samples if pool.output_samples is not None else pool.output_tokens
+        return cls(list(ids), pool.prompt_tokens, samples, pool.texts)
+
+    def take(self, index: np.ndarray) -> WarmupPool:
+        """Rows ``index`` as a new pool."""
+        idx = np.asarray(index, dtype=np.int64)
+        return WarmupPool(
+            prompt_ids=[self.prompt_ids[i] for i in idx],
+            prompt_tokens=self.prompt_tokens[idx],
+            samples=self.samples[idx],
+            texts=None if self.texts is None else [self.texts[i] for i in idx],
+            embeddings=None if self.embeddings is None else self.embeddings[idx],
+        )
+
+    def thin(self, max_rows: int | None) -> WarmupPool:
+        """At most ``max_rows`` rows, evenly spaced (keeps the mix of a grouped pool)."""
+        if max_rows is None or len(self) <= max_rows:
+            return self
+        return self.take(np.linspace(0, len(self) - 1, max_rows).round().astype(np.int64))
+
+    def with_embeddings(self, embeddings: np.ndarray) -> WarmupPool:
+        """The same pool with prompt vectors attached."""
+        return replace(self, embeddings=np.ascontiguousarray(embeddings, dtype=np.float32))
+
+    def excluding(self, prompt_ids: Iterable[str] = (), texts: Iterable[str] = ()) -> WarmupPool:
+        """Drop every row whose id, or whose normalised text, is in the given sets."""
+        bad_ids = set(prompt_ids)
+        bad_texts = {normalise_text(t) for t in texts}
+        keep = [
+            i
+            for i, pid in enumerate(self.prompt_ids)
+            if pid not in bad_ids
+            and (self.texts is None or normalise_text(self.texts[i]) not in bad_texts)
+        ]
+        return self.take(np.asarray(keep, dtype=np.int64))
+
+
+def check_disjoint(
+    warmup: WarmupPool, prompt_ids: Iterable[str], texts: Iterable[str | None]
+) -> None:
+    """Raise :class:`DataError` if an evaluated prompt (by id or text) is in the warm-up pool."""
+    ids = set(warmup.prompt_ids)
+    clash = next((p for p in prompt_ids if p in ids), None)
+    if clash is not None:
+        raise DataError(f"evaluated prompt id '{clash}' is also in the warm-up pool")
+    if warmup.texts is not None:
+        known = {normalise_text(t) for t in warmup.texts}
+        for t in texts:
+            if t is not None and normalise_text(t) in known:
+                raise DataError(f"evaluated prompt text {t[:60]!r} is also in the warm-up pool")

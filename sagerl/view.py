@@ -6,7 +6,51 @@ learned) runs unchanged in both. Policies must not keep references to views acro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class QueueProfile:
+    """The requests on one replica ordered by rank, with prefix sums of their remaining work.
+
+    What SageSched placement needs to price a new request on a replica in O(log Q): where its rank
+    would fall (binary search), the work ranked ahead of it (a prefix sum) and how many requests
+    it would delay (the count behind it). Ranks are Gittins ranks and work expected remaining
+    hybrid cost, both in token² units (:mod:`sagerl.cost`); ties go to the requests already there.
+
+    Attributes:
+        ranks: Ranks in ascending order.
+        prefix_work: ``prefix_work[k]`` = total work of the first ``k`` requests
+            (``len(ranks) + 1`` entries, starting at 0).
+    """
+
+    ranks: list[float] = field(default_factory=list)
+    prefix_work: list[float] = field(default_factory=lambda: [0.0])
+
+    @classmethod
+    def build(cls, pairs: Iterable[tuple[float, float]]) -> QueueProfile:
+        """From ``(rank, work)`` pairs in any order (O(Q log Q))."""
+        ordered = sorted(pairs)
+        prefix = [0.0]
+        total = 0.0
+        for _, work in ordered:
+            total += work
+            prefix.append(total)
+        return cls([r for r, _ in ordered], prefix)
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def total_work(self) -> float:
+        return self.prefix_work[-1]
+
+    def split(self, rank: float) -> tuple[float, int]:
+        """``(work ranked at or before rank, number ranked strictly after)`` in O(log Q)."""
+        k = bisect.bisect_right(self.ranks, rank)
+        return self.prefix_work[k], len(self.ranks) - k
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +69,10 @@ class ReplicaView:
         decode_tokens_per_s: Nominal decode speed of one sequence (1 / batch-1 decode step
             time), a static speed hint for heterogeneous clusters.
         healthy: False when the replica is down; placement must skip it.
+        cost_rate: Hybrid cost (token²) the replica processes per second when its KV cache is
+            nearly full: the speed that turns queued work into time (0 when unknown).
+        queue_profile: Returns the replica's :class:`QueueProfile` (built lazily on the first
+            call, so views stay cheap for policies that never ask), or ``None`` when unknown.
     """
 
     index: int
@@ -37,6 +85,8 @@ class ReplicaView:
     block_size: int
     decode_tokens_per_s: float
     healthy: bool = True
+    cost_rate: float = 0.0
+    queue_profile: Callable[[], QueueProfile] | None = None
 
     @property
     def outstanding(self) -> int:

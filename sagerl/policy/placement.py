@@ -107,6 +107,48 @@ class LeastOutstanding(PlacementPolicy):
         return min(healthy_indices(views), key=lambda i: (views[i].outstanding, i))
 
 
+@PLACEMENT.register("least-kv")
+class LeastKV(PlacementPolicy):
+    """Lowest KV-cache use (fraction of blocks allocated); ties go to fewer outstanding requests,
+    then the lowest index. Memory-aware routers (e.g. llm-d's KV-utilisation scorer) do this."""
+
+    name = "least-kv"
+
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
+        return min(
+            healthy_indices(views), key=lambda i: (views[i].kv_usage, views[i].outstanding, i)
+        )
+
+
+@PLACEMENT.register("power-of-two")
+class PowerOfTwo(PlacementPolicy):
+    """Power of two choices (Mitzenmacher): sample two healthy replicas, keep the one with fewer
+    outstanding requests (then lower KV use). Near least-outstanding quality at O(1) probes."""
+
+    name = "power-of-two"
+
+    def choose(
+        self, request: Request, views: Sequence[ReplicaView], now: float, prediction: Any = None
+    ) -> int:
+        healthy = healthy_indices(views)
+        if len(healthy) == 1:
+            return healthy[0]
+        a, b = self.rng.choice(len(healthy), size=2, replace=False)
+        pair = (healthy[int(a)], healthy[int(b)])
+        return min(pair, key=lambda k: (views[k].outstanding, views[k].kv_usage, k))
+
+
 def make_placement(name: str, seed: int = 0, **kwargs: Any) -> PlacementPolicy:
-    """Instantiate the placement policy registered as ``name``."""
-    return PLACEMENT.get(name)(seed=seed, **kwargs)
+    """Instantiate the placement policy registered as ``name`` with its options.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists the valid names).
+        ConfigError: an option is unknown for this policy.
+    """
+    from sagerl.policy.ordering import check_options
+
+    cls = PLACEMENT.get(name)
+    check_options("placement policy", name, cls, kwargs)
+    return cls(seed=seed, **kwargs)

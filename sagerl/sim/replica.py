@@ -5,7 +5,8 @@ decode phase. Every sequence has ``num_tokens`` known tokens of which ``num_comp
 entries; an iteration hands out a token budget so ``num_computed`` catches up, and a sequence that
 catches up emits one new token. Running sequences are served first, in admission order; each takes
 ``min(uncomputed, budget left)`` tokens (chunked prefill). When the KV cache has too few free
-blocks for a running sequence, the running sequence with the worst ordering key is preempted
+blocks for a running sequence, the ordering's ``memory_victim`` (by default the running sequence
+with the worst ordering key, as vLLM does) is preempted
 (recompute: its blocks are freed and ``num_computed`` reset; swap: its blocks move to host memory)
 and the allocation retried. Waiting sequences are admitted in ordering-key order, only if nothing
 was preempted in this iteration, while the budget, the running cap and the free blocks allow;
@@ -21,6 +22,21 @@ any instant are closed forms. An arrival truncates the segment to the iterations
 before it (``truncate``). Results equal step-by-step mode up to float rounding (tested).
 
 Cost per segment is O(B log B) for B running sequences; per single step O(B + admitted).
+
+Keys that change (see :mod:`sagerl.policy.ordering`): a ``progress_keys`` policy names, per
+sequence, the generated-token count at which its key changes (``Sequence.rekey_at``); segments
+end at the earliest one over the running batch and ``schedule`` re-keys exactly those sequences.
+A ``rekey_period_s`` policy re-keys everything at the first iteration boundary at least that long
+after the previous re-key; segments end there too. Both keep fast and step mode identical.
+
+Preemption for rank (``OrderingPolicy.preempt_for_rank``): when the best waiting sequence cannot
+be admitted for lack of KV blocks or a running slot, the policy may name a worse running sequence
+to preempt (vLLM's priority-scheduling preemption); it goes back to waiting (recompute or swap).
+A sequence preempted for rank is not re-admitted in the same iteration.
+
+Placement support: :meth:`Replica.queue_profile` returns the queue's ranks, sorted, with prefix
+sums of expected remaining work. It is rebuilt lazily, only when a placement policy asks and a
+sequence was queued, finished or re-keyed since; the hot path pays one integer increment.
 """
 
 from __future__ import annotations
@@ -30,10 +46,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from sagerl.cost import cost_rate
 from sagerl.errors import SagerlError
 from sagerl.sim.config import SchedulerConfig
 from sagerl.sim.sequence import SeqStatus, Sequence
-from sagerl.view import ReplicaView
+from sagerl.view import QueueProfile, ReplicaView
 
 if TYPE_CHECKING:
     from sagerl.policy.ordering import OrderingPolicy
@@ -183,6 +200,11 @@ class Replica:
         )
         base, per_kv = timer.decode_coefficients(1)
         self.decode_tokens_per_s = 1.0 / (base + per_kv * 1024)
+        # Hybrid cost processed per second with the KV cache 90% full, contexts of ~512 tokens:
+        # a static speed hint for placement (see sagerl.cost.cost_rate).
+        kv_full = 0.9 * self.max_tokens
+        batch = max(1, min(config.max_num_seqs, int(kv_full // 512)))
+        self.cost_rate = cost_rate(timer.decode_coefficients(batch), kv_full)
         self.reset()
 
     def reset(self) -> None:
@@ -193,6 +215,11 @@ class Replica:
         self._tiebreak = 0
         self.plan: StepPlan | None = None
         self.healthy = True
+        # Bumped when a sequence is queued, finishes or is re-keyed (invalidates the profile).
+        self._version = 0
+        self._profile: QueueProfile | None = None
+        self._profile_version = -1
+        self._next_period_rekey = 0.0  # time of the next rekey_period_s re-key, s
         # Statistics.
         self.busy_time = 0.0
         self.block_time = 0.0
@@ -215,18 +242,44 @@ class Replica:
         self._enqueue(seq, now)
 
     def _enqueue(self, seq: Sequence, now: float) -> None:
-        seq.sort_key = self.ordering.key(seq, now)
+        ordering = self.ordering
+        seq.sort_key = ordering.key(seq, now)
+        if ordering.progress_keys:
+            seq.rekey_at = ordering.next_rekey(seq)
         self._tiebreak += 1
+        self._version += 1
         heapq.heappush(self.waiting, (seq.sort_key, self._tiebreak, seq))
 
     def _rekey(self, now: float) -> None:
-        """Recompute every key (dynamic orderings) and restore the heap."""
+        """Recompute every key (dynamic or periodic orderings) and restore the heap."""
+        ordering = self.ordering
+        progress = ordering.progress_keys
         for seq in self.running:
-            seq.sort_key = self.ordering.key(seq, now)
-        self.waiting = [(self.ordering.key(s, now), t, s) for _, t, s in self.waiting]
+            seq.sort_key = ordering.key(seq, now)
+            if progress:
+                seq.rekey_at = ordering.next_rekey(seq)
+        self.waiting = [(ordering.key(s, now), t, s) for _, t, s in self.waiting]
         for key, _, s in self.waiting:
             s.sort_key = key
+            if progress:
+                s.rekey_at = ordering.next_rekey(s)
         heapq.heapify(self.waiting)
+        self._version += 1
+
+    def _rekey_progressed(self, now: float) -> None:
+        """Re-key the running sequences whose generated count reached their ``rekey_at``.
+
+        Waiting sequences generate nothing, so the keys they got when queued stay valid.
+        """
+        ordering = self.ordering
+        changed = False
+        for seq in self.running:
+            if seq.num_generated >= seq.rekey_at:
+                seq.sort_key = ordering.key(seq, now)
+                seq.rekey_at = ordering.next_rekey(seq)
+                changed = True
+        if changed:
+            self._version += 1
 
     @property
     def idle(self) -> bool:
@@ -246,8 +299,14 @@ class Replica:
         if not (self.running or self.waiting):
             self.plan = None
             return None
-        if self.ordering.dynamic:
+        ordering = self.ordering
+        if ordering.dynamic:
             self._rekey(now)
+        elif ordering.rekey_period_s is not None and now >= self._next_period_rekey:
+            self._rekey(now)
+            self._next_period_rekey = now + ordering.rekey_period_s
+        elif ordering.progress_keys:
+            self._rekey_progressed(now)
         plan = self._plan_step(now)
         if plan is None:
             self.plan = None
@@ -297,7 +356,7 @@ class Replica:
                 n = budget
             need = -(-(c + n) // bs) - seq.blocks
             while need > self.free_blocks:
-                victim = max(self.running, key=lambda s: s.sort_key)
+                victim = self.ordering.memory_victim(self.running)
                 if victim in scheduled:
                     budget += scheduled.pop(victim)
                 extra_time += self._preempt(victim, now)
@@ -311,17 +370,29 @@ class Replica:
             scheduled[seq] = n
             budget -= n
 
+        rank_preempted: list[Sequence] = []
         if not preempted:
             waiting = self.waiting
-            while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
+            for_rank = self.ordering.preempt_for_rank
+            while waiting and budget > 0:
                 seq = waiting[0][2]
                 uncomputed = seq.num_tokens - seq.num_computed
                 n = min(uncomputed, budget)
                 if n < uncomputed and not cfg.enable_chunked_prefill:
                     break
                 need = _blocks(seq.num_computed + n, bs)
-                if need > self.free_blocks:
-                    break
+                if need > self.free_blocks or len(self.running) >= cfg.max_num_seqs:
+                    # Blocked. Preemption for rank: displace a worse running sequence, retry.
+                    if not for_rank or seq in rank_preempted:
+                        break
+                    victim = self.ordering.rank_victim(seq, self.running)
+                    if victim is None:
+                        break
+                    if victim in scheduled:
+                        budget += scheduled.pop(victim)
+                    extra_time += self._preempt(victim, now)
+                    rank_preempted.append(victim)
+                    continue
                 heapq.heappop(waiting)
                 if seq.swapped:
                     extra_time += _blocks(seq.num_computed, bs) * self.swap_s_per_block
@@ -355,6 +426,7 @@ class Replica:
             and pairs == 0
             and extra_time == 0.0
             and not preempted
+            and not rank_preempted
             and len(scheduled) == len(self.running)
             and not (self.waiting and self.ordering.dynamic)
         ):
@@ -394,6 +466,9 @@ class Replica:
                 if s.num_computed + 1 != s.prompt_tokens + s.num_generated:
                     return None
         k = min(s.output_tokens - s.num_generated for s in running)
+        if self.ordering.progress_keys:
+            # End the segment where the first key changes (OrderingPolicy.next_rekey).
+            k = min(k, min(s.rekey_at - s.num_generated for s in running))
         if k <= 1:
             return None
         computed0 = [s.num_computed for s in running]
@@ -412,6 +487,13 @@ class Replica:
             return None
         base, per_kv = self.timer.decode_coefficients(num)
         kv0 = sum(computed0) + num
+        a, b = base + per_kv * kv0, per_kv * num
+        if self.ordering.rekey_period_s is not None:
+            # End the segment at the first iteration that starts at or after the next re-key.
+            probe = StepPlan(start=now, k=k, a=a, b=b, scheduled=[])
+            k = min(k, probe.starts_before(self._next_period_rekey))
+            if k <= 1:
+                return None
         # Allocate the blocks the whole segment needs now; views subtract what is not yet used.
         for s, c in zip(running, computed0, strict=True):
             nb = _blocks(c + k, bs)
@@ -421,8 +503,8 @@ class Replica:
         return StepPlan(
             start=now,
             k=k,
-            a=base + per_kv * kv0,
-            b=per_kv * num,
+            a=a,
+            b=b,
             scheduled=[(s, 1) for s in running],
             computed0=computed0,
             segment=True,
@@ -494,6 +576,8 @@ class Replica:
             seq.blocks = 0
             seq.status = SeqStatus.FINISHED
             seq.finish_time = now
+        if finished:
+            self._version += 1
         self._check_invariants()
         return finished
 
@@ -532,4 +616,23 @@ class Replica:
             block_size=self.block_size,
             decode_tokens_per_s=self.decode_tokens_per_s,
             healthy=self.healthy,
+            cost_rate=self.cost_rate,
+            queue_profile=self.queue_profile,
         )
+
+    def queue_profile(self) -> QueueProfile:
+        """Ranks of the sequences here (running and waiting), sorted, with work prefix sums.
+
+        Each sequence contributes ``OrderingPolicy.profile(seq)``: its Gittins rank and expected
+        remaining hybrid cost. Rebuilt (O(Q log Q)) only if a sequence was queued, finished or
+        re-keyed since the last call; else cached. The work of running sequences is as of the
+        rebuild (it shrinks as they decode).
+        """
+        if self._profile is not None and self._profile_version == self._version:
+            return self._profile
+        profile = self.ordering.profile
+        pairs = [profile(s) for s in self.running]
+        pairs.extend(profile(s) for _, _, s in self.waiting)
+        self._profile = QueueProfile.build(pairs)
+        self._profile_version = self._version
+        return self._profile

@@ -11,6 +11,9 @@ from typing import Any
 
 from sagerl.workload.request import Request
 
+NEVER = 1 << 62
+"""A token count no sequence reaches: "this key never changes with progress"."""
+
 
 class SeqStatus(enum.IntEnum):
     """Lifecycle; the order means something: everything after ``PREEMPTED`` is finished."""
@@ -45,6 +48,7 @@ class Sequence:
         "policy_state",
         "prediction",
         "prompt_tokens",
+        "rekey_at",
         "replica",
         "request",
         "scheduled_tokens",
@@ -75,6 +79,9 @@ class Sequence:
         self.prediction: Any = None
         # Free slot for an ordering policy's per-sequence cache (e.g. a Gittins rank).
         self.policy_state: Any = None
+        # Generated-token count at which the ordering key must be recomputed (policies with
+        # ``progress_keys``; see OrderingPolicy.next_rekey). Set by the replica.
+        self.rekey_at = NEVER
 
     @property
     def id(self) -> int:

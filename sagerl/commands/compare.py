@@ -1,0 +1,105 @@
+"""``python -m sagerl compare``: policies × arrival rates × seeds on identical workloads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from sagerl.commands.common import add_run_arguments, print_table, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare",
+        help="compare scheduling policies over arrival rates and seeds",
+        description="Run the config's compare matrix (policies x rates x seeds, identical "
+        "workloads per rate and seed) in parallel; print a table per rate (mean/P50/P99 TTLT, "
+        "mean TTFT, throughput, preemptions; mean ± std over seeds) and the best policy's gain "
+        "over the runner-up; write runs.csv, summary.csv, tables.md, TTLT/TTFT plots and "
+        "TensorBoard scalars under runs/<name>/.",
+    )
+    add_run_arguments(parser)
+    parser.add_argument("--processes", type=int, help="worker processes (overrides the config)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sagerl.compare.config import load_compare_config
+    from sagerl.compare.report import (
+        aggregate,
+        improvement,
+        markdown_tables,
+        plot,
+        rate_label,
+        table_rows,
+        write_csv,
+        write_tensorboard,
+    )
+    from sagerl.compare.runner import run_matrix
+
+    console = Console()
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"compare.seeds=[{args.seed}]")
+    cfg = load_compare_config(args.config, overrides)
+    start = time.perf_counter()
+    records, saturation = run_matrix(
+        cfg,
+        progress=not args.no_progress,
+        processes=args.processes,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
+    wall = time.perf_counter() - start
+    unit = cfg.compare.rate_unit
+    summary = aggregate(records)
+    for rate in cfg.compare.rates:
+        first = summary[summary["rate"] == rate].iloc[0]
+        print_table(
+            f"{cfg.name}: {rate_label(first, unit)}, {len(cfg.compare.seeds)} seed(s)",
+            table_rows(summary, rate),
+            console,
+        )
+    gains = improvement(summary)
+    gain_rows = []
+    for _, g in gains.iterrows():
+        row = {
+            "rate": rate_label(g, unit),
+            "best": g["best"],
+            "mean TTLT (s)": f"{g['best_mean_ttlt']:.2f}",
+        }
+        if "runner_up" in g and isinstance(g.get("runner_up"), str):
+            row["runner-up"] = g["runner_up"]
+            row["runner-up TTLT (s)"] = f"{g['runner_up_mean_ttlt']:.2f}"
+            row["gain"] = f"{g['gain_pct']:.1f}%"
+        if isinstance(g.get("sagesched_vs"), str):
+            row["sagesched vs best other"] = (
+                f"{g['sagesched_gain_pct']:+.1f}% ({g['sagesched_vs']})"
+            )
+        gain_rows.append(row)
+    print_table(f"{cfg.name}: best non-oracle policy vs runner-up (mean TTLT)", gain_rows, console)
+    out_dir = Path(cfg.output_dir) / cfg.name
+    write_csv(out_dir, records, summary)
+    gains.to_csv(out_dir / "improvement.csv", index=False)
+    (out_dir / "tables.md").write_text(markdown_tables(summary, unit))
+    plots = plot(summary, out_dir, unit, cfg.name)
+    tb = write_tensorboard(summary, out_dir, unit)
+    meta = {
+        "name": cfg.name,
+        "saturation_rps": saturation,
+        "wall_s": wall,
+        "runs": len(records),
+        "config": cfg.model_dump(mode="json"),
+    }
+    (out_dir / "compare.json").write_text(json.dumps(meta, indent=2, default=str))
+    sat = f"saturation {saturation:.3f} req/s; " if saturation else ""
+    console.print(
+        f"{len(records)} runs in {wall:.1f} s; {sat}outputs in {out_dir}/ "
+        f"({', '.join(p.name for p in plots)}, {tb.name}/)"
+    )
+    write_json(args.json, records)
+    return 0

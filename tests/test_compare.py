@@ -1,0 +1,127 @@
+"""The compare harness: identical workloads, records, tables, outputs, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sagerl.cli import main
+from sagerl.compare.config import load_compare_config
+from sagerl.compare.report import aggregate, improvement, markdown_tables
+from sagerl.compare.runner import run_matrix, workload_for
+from sagerl.errors import ConfigError
+
+SMALL = {
+    "name": "cmp-test",
+    "workload": {
+        "num_requests": 120,
+        "max_output_tokens": 4096,
+        "datasets": [
+            {"name": "sample_castillo", "options": {"model": "meta-llama--Llama-3.1-8B-Instruct"}}
+        ],
+        "arrival": {"kind": "poisson", "rate": 1.0},
+    },
+    "cluster": {"replicas": [{"gpu": "A40", "model": "llama-3.1-8b", "gpu_memory_gib": 20}]},
+    "compare": {
+        "rates": [2.0, 6.0],
+        "rate_unit": "rps",
+        "seeds": [0, 1],
+        "processes": 1,
+        "predictor": {"name": "oracle"},
+        "policies": [
+            {"name": "fcfs", "ordering": "fcfs"},
+            {"name": "sagesched", "ordering": "sagesched"},
+            {"name": "oracle-srpt", "ordering": "oracle-srpt"},
+        ],
+    },
+}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cmp.yaml"
+    data = {**data, "output_dir": str(tmp_path / "runs")}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_same_requests_and_true_lengths_at_every_rate(tmp_path: Path) -> None:
+    cfg = load_compare_config(write(tmp_path, SMALL))
+    slow, fast = workload_for(cfg, 1.0, seed=3), workload_for(cfg, 5.0, seed=3)
+    assert [r.prompt_id for r in slow] == [r.prompt_id for r in fast]
+    assert [r.output_tokens for r in slow] == [r.output_tokens for r in fast]
+    assert fast[-1].arrival < slow[-1].arrival  # only the clock is squeezed
+    assert workload_for(cfg, 5.0, seed=4) != fast
+
+
+def test_matrix_records_and_report(tmp_path: Path) -> None:
+    cfg = load_compare_config(write(tmp_path, SMALL))
+    records, saturation = run_matrix(cfg, progress=False)
+    assert saturation is None and len(records) == 3 * 2 * 2
+    for key in ("policy", "rate", "rate_rps", "seed", "mean_ttlt", "p99_ttlt", "mean_ttft"):
+        assert key in records[0]
+    # Every policy served the same requests at each (rate, seed).
+    for rate in (2.0, 6.0):
+        for seed in (0, 1):
+            cell = [r for r in records if r["rate"] == rate and r["seed"] == seed]
+            assert len({r["requests"] for r in cell}) == 1 and len(cell) == 3
+    summary = aggregate(records)
+    assert set(summary["seeds"]) == {2}
+    gains = improvement(summary)
+    assert list(gains["rate"]) == [2.0, 6.0]
+    assert (gains["best"] != "oracle-srpt").all()  # oracles are bounds, not contenders
+    assert "| policy |" in markdown_tables(summary, "rps")
+
+
+def test_compare_cli_writes_tables_plots_and_json(tmp_path: Path) -> None:
+    data = {**SMALL, "compare": {**SMALL["compare"], "processes": 2, "seeds": [0]}}
+    out = tmp_path / "records.json"
+    code = main(["compare", "-c", str(write(tmp_path, data)), "--no-progress", "--json", str(out)])
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert {r["policy"] for r in records} == {"fcfs", "sagesched", "oracle-srpt"}
+    assert all(r["mean_ttlt"] > 0 for r in records)
+    run_dir = tmp_path / "runs" / "cmp-test"
+    for name in ("runs.csv", "summary.csv", "tables.md", "ttlt_vs_rate.png", "ttft_vs_rate.png"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_saturation_is_measured_when_rates_are_fractions(tmp_path: Path) -> None:
+    data = {
+        **SMALL,
+        "compare": {
+            **SMALL["compare"],
+            "rate_unit": "saturation",
+            "rates": [0.5],
+            "seeds": [0],
+            "saturation_requests": 200,
+        },
+    }
+    data["compare"]["policies"] = [{"name": "fcfs", "ordering": "fcfs"}]
+    records, saturation = run_matrix(load_compare_config(write(tmp_path, data)), progress=False)
+    assert saturation is not None and saturation > 0
+    assert records[0]["rate_rps"] == pytest.approx(0.5 * saturation)
+    assert records[0]["load"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"name": "x", "ordering": "sagesced"}, "unknown ordering policy 'sagesced'"),
+        ({"name": "x", "ordering": "fcfs", "placement": "rr"}, "unknown placement policy 'rr'"),
+        ({"name": "x", "ordering": "sagesched", "ordering_options": {"hyst": 1}}, "'hyst'"),
+    ],
+)
+def test_unknown_policy_is_a_clear_error(
+    tmp_path: Path, policy: dict, message: str, capsys
+) -> None:
+    data = {**SMALL, "compare": {**SMALL["compare"], "policies": [policy]}}
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=message):
+        load_compare_config(path)
+    assert main(["compare", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config error in") and message in err and err[-1] == "\n"

@@ -1,0 +1,1 @@
+"""Machinery shared by every agent: config, envs, actors, evaluation, callbacks, checkpoints."""

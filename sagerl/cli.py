@@ -17,7 +17,12 @@ from sagerl.errors import SagerlError
 # Module paths of the commands, in the order ``--help`` lists them.
 COMMANDS = [
     "sagerl.commands.simulate",
+    "sagerl.commands.train",
+    "sagerl.commands.eval",
     "sagerl.commands.calibrate",
+    "sagerl.commands.compare",
+    "sagerl.commands.serve",
+    "sagerl.commands.emulate",
     "sagerl.predict.cli",
 ]
 

@@ -1,0 +1,415 @@
+"""Router load benchmark: what the live router adds, measured side by side with direct clients.
+
+Starts emulated vLLM backends (``python -m sagerl emulate --count N``, one process) and the
+router (``python -m sagerl serve``, another process) on loopback, then replays a real trace
+(ShareGPT prompts with their real response lengths, in order; the bundled CASTILLO sample where
+the full data is missing) with streaming clients, twice per load shape: straight to the
+backends (round-robin), then through the router. Nothing but 127.0.0.1 is contacted and every
+phase is bounded in time.
+
+Load shapes:
+
+* ``open``: Poisson arrivals at ``--rate`` req/s for ``--phase-s`` seconds; the time scale is
+  chosen so about ``--concurrency`` streams are in flight. The router's added latency is the
+  difference of the client-observed TTFT/TTLT percentiles at the same offered load.
+* ``closed``: ``--concurrency`` clients each send their next request as soon as the last one
+  ends, for ``--phase-s`` seconds: the request rate the path sustains.
+
+The router's own processing time (``sagerl_router_overhead_seconds``: body received to upstream
+request sent, plus first upstream byte to first byte forwarded) is read from its ``/metrics``.
+
+Usage::
+
+    python benchmarks/router_load.py                      # least-outstanding, no predictor
+    python benchmarks/router_load.py --predictor sagesched --json runs/bench/router_pred.json
+
+The machine is shared: compare the router and direct columns of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sagerl.commands.common import print_table, write_json  # noqa: E402
+from sagerl.live.runner import new_loop  # noqa: E402
+from sagerl.live.scrape import parse_prometheus  # noqa: E402
+
+URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one when ``pid`` is None), s; NaN off Linux."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backends", type=int, default=4, help="emulated backends")
+    p.add_argument("--concurrency", type=int, default=200, help="target concurrent streams")
+    p.add_argument("--rate", type=float, default=500.0, help="open-loop arrival rate, req/s")
+    p.add_argument("--phase-s", type=float, default=12.0, help="seconds per phase")
+    p.add_argument("--max-output", type=int, default=128, help="cap of output tokens per request")
+    p.add_argument("--max-prompt", type=int, default=2048, help="skip longer prompts, tokens")
+    p.add_argument(
+        "--time-scale", type=float, default=0.0,
+        help="emulator speed-up (0: chosen so --concurrency streams are in flight at --rate)",
+    )  # fmt: skip
+    p.add_argument("--stream-interval-ms", type=float, default=20.0, help="emulator flush period")
+    p.add_argument("--policy", default="least-outstanding", help="router placement policy")
+    p.add_argument("--predictor", default="none", help="router length predictor (none, ...)")
+    p.add_argument("--trace", default="sharegpt", help="data set replayed (its lengths, order)")
+    p.add_argument("--shapes", default="open,closed", help="load shapes to run")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    return p.parse_args()
+
+
+# ---------------------------------------------------------------------------------- trace
+def load_trace(name: str, max_prompt: int, max_output: int) -> tuple[str, list[tuple[str, int]]]:
+    """``(data set, [(prompt text, output tokens)])`` in trace order."""
+    from sagerl.errors import SagerlError
+    from sagerl.workload.datasets import load_pool
+
+    try:
+        pool = load_pool(name)
+    except SagerlError:
+        name = "sample_castillo"
+        pool = load_pool(name)
+    out = []
+    for i in range(len(pool)):
+        text = pool.texts[i] if pool.texts is not None else None
+        pt = int(pool.prompt_tokens[i])
+        if pt < 1 or pt > max_prompt:
+            continue
+        if not text:
+            text = " the" * pt
+        out.append((text, int(min(max(pool.output_tokens[i], 1), max_output))))
+    return name, out
+
+
+# ---------------------------------------------------------------------------------- processes
+def start(
+    cmd: list[str], count: int, timeout_s: float = 60.0
+) -> tuple[subprocess.Popen, list[str]]:
+    """Start a server process; wait for ``count`` loopback URLs on its stdout."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    urls: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while len(urls) < count:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{' '.join(cmd[:4])} exited: rc={proc.poll()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{' '.join(cmd[:4])} did not start in {timeout_s} s")
+        if "http://" in line and (" at " in line or " on " in line):
+            match = URL_RE.search(line)
+            if match:
+                urls.append(match.group(0))
+    return proc, urls
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ---------------------------------------------------------------------------------- clients
+async def one(
+    session: aiohttp.ClientSession, url: str, text: str, out_tokens: int, stats: dict
+) -> None:
+    """One streamed completion; appends (ttft, ttlt) or counts a failure."""
+    body = {
+        "model": "llama-3.1-8b",
+        "prompt": text,
+        "max_tokens": out_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    t0 = time.perf_counter()
+    ttft = -1.0
+    stats["in_flight"] += 1
+    try:
+        async with session.post(url + "/v1/completions", json=body) as resp:
+            if resp.status != 200:
+                stats["errors"] += 1
+                await resp.read()
+                return
+            tail = b""
+            async for chunk in resp.content.iter_any():
+                if ttft < 0:
+                    ttft = time.perf_counter() - t0
+                tail = (tail + chunk)[-64:]
+            if b"[DONE]" not in tail:
+                stats["errors"] += 1
+                return
+        stats["ttft"].append(ttft)
+        stats["ttlt"].append(time.perf_counter() - t0)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        stats["errors"] += 1
+    finally:
+        stats["in_flight"] -= 1
+
+
+async def phase(
+    shape: str, urls: list[str], trace: list[tuple[str, int]], args: argparse.Namespace
+) -> dict:
+    """Run one load shape against ``urls`` (round-robin) for ``--phase-s`` seconds."""
+    stats: dict = {"ttft": [], "ttlt": [], "errors": 0, "in_flight": 0, "sent": 0}
+    samples: list[int] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    rng = np.random.default_rng(0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t_start = time.perf_counter()
+        end = t_start + args.phase_s
+        tasks: set[asyncio.Task] = set()
+        k = 0
+
+        def launch() -> asyncio.Task:
+            nonlocal k
+            text, out = trace[k % len(trace)]
+            url = urls[k % len(urls)]
+            k += 1
+            stats["sent"] += 1
+            return asyncio.ensure_future(one(session, url, text, out, stats))
+
+        if shape == "open":
+            next_t = t_start
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    break
+                while next_t <= now:
+                    t = launch()
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    next_t += rng.exponential(1.0 / args.rate)
+                samples.append(stats["in_flight"])
+                await asyncio.sleep(max(min(next_t - time.perf_counter(), 0.01), 0))
+        else:
+
+            async def worker() -> None:
+                while time.perf_counter() < end:
+                    await launch()
+
+            async def sampler() -> None:
+                while time.perf_counter() < end:
+                    samples.append(stats["in_flight"])
+                    await asyncio.sleep(0.01)
+
+            await asyncio.gather(sampler(), *(worker() for _ in range(args.concurrency)))
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+        wall = time.perf_counter() - t_start
+    ttft = np.asarray(stats["ttft"]) * 1000
+    ttlt = np.asarray(stats["ttlt"]) * 1000
+    done = len(ttft)
+    return {
+        "sent": stats["sent"],
+        "completed": done,
+        "errors": stats["errors"],
+        "wall_s": wall,
+        "rps": done / wall,
+        "concurrency_mean": float(np.mean(samples)) if samples else 0.0,
+        "ttft_p50_ms": float(np.percentile(ttft, 50)) if done else float("nan"),
+        "ttft_p99_ms": float(np.percentile(ttft, 99)) if done else float("nan"),
+        "ttlt_p50_ms": float(np.percentile(ttlt, 50)) if done else float("nan"),
+        "ttlt_p99_ms": float(np.percentile(ttlt, 99)) if done else float("nan"),
+    }
+
+
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """``(on CPU, runnable but waiting for a CPU)`` seconds over all threads; NaN off Linux.
+
+    On a shared machine the second number shows how much of a slow-down is other jobs' doing.
+    """
+    run = wait = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            a, b, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            run, wait = run + int(a), wait + int(b)
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    return run / 1e9, wait / 1e9
+
+
+HISTOGRAMS = (
+    ("sagerl_router_overhead_seconds", "overhead"),
+    ("sagerl_predictor_latency_seconds", "predictor_wait"),
+)
+
+
+async def scrape(url: str) -> dict:
+    """The router's parsed ``/metrics``."""
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        return parse_prometheus(await r.text())
+
+
+def buckets_of(samples: dict, name: str) -> list[tuple[float, float]]:
+    return sorted((float(dict(lab)["le"]), v) for lab, v in samples.get(name + "_bucket", []))
+
+
+def router_metrics(before: dict, after: dict) -> dict:
+    """Quantiles (ms, interpolated in buckets) of the router's histograms between two scrapes."""
+    out: dict = {}
+    for name, key in HISTOGRAMS:
+        b0 = dict(buckets_of(before, name))
+        buckets = [(le, c - b0.get(le, 0.0)) for le, c in buckets_of(after, name)]
+        if not buckets or buckets[-1][1] <= 0:
+            continue
+        total = buckets[-1][1]
+        for q in (0.5, 0.99):
+            prev_b, prev_c = 0.0, 0.0
+            for b, c in buckets:
+                if c >= q * total:
+                    frac = (q * total - prev_c) / max(c - prev_c, 1e-9)
+                    hi = b if b != float("inf") else prev_b
+                    out[f"{key}_p{int(q * 100)}_ms"] = 1000 * (prev_b + frac * (hi - prev_b))
+                    break
+                prev_b, prev_c = b, c
+    out["ledger"] = {dict(lab)["state"]: v for lab, v in after.get("sagerl_ledger", [])}
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    source, trace = load_trace(args.trace, args.max_prompt, args.max_output)
+    mean_out = float(np.mean([o for _, o in trace[:5000]]))
+    if args.time_scale <= 0:
+        # Little's law: streams in flight = rate x duration; a decode step of ~15 ms at the
+        # per-backend batch this gives, so duration ~ mean_out x 15 ms / scale.
+        args.time_scale = max(mean_out * 0.015 * args.rate / args.concurrency, 1.0)
+    py = sys.executable
+    emu_cmd = [
+        py, "-m", "sagerl", "emulate", "--count", str(args.backends), "--port", "0",
+        "--time-scale", str(args.time_scale), "--stream-interval-ms",
+        str(args.stream_interval_ms),
+    ]  # fmt: skip
+    procs = []
+    try:
+        emu, urls = start(emu_cmd, args.backends)
+        procs.append(emu)
+        tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
+        cfg = {
+            "port": 0,
+            "backends": [
+                {"url": u, "engine": "vllm", "gpu": "A100", "model": "llama-3.1-8b"} for u in urls
+            ],
+            "policy": {"name": args.policy},
+            "predictor": {"name": args.predictor},
+            "transition_log": str(tmp / "transitions.jsonl"),
+            "log_level": "warning",
+            "scrape": {"interval_s": 0.5},
+        }
+        (tmp / "serve.yaml").write_text(json.dumps(cfg))
+        router, rurls = start([py, "-m", "sagerl", "serve", "--config", str(tmp / "serve.yaml")], 1)
+        procs.append(router)
+        router_url = rurls[0]
+        # Warm-up: connections, tokenizer, predictor.
+        warm = argparse.Namespace(**{**vars(args), "phase_s": 2.0, "rate": 50.0})
+        await phase("open", urls, trace, warm)
+        await phase("open", [router_url], trace, warm)
+        results = []
+        pids = {"router": router.pid, "emulators": emu.pid, "clients": None}
+        for shape in args.shapes.split(","):
+            for name, target in (("direct", urls), ("router", [router_url])):
+                before = await scrape(router_url)
+                cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                s0 = sched_seconds(router.pid)
+                r = await phase(shape, target, trace, args)
+                s1 = sched_seconds(router.pid)
+                cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+                r["router_on_cpu_share"] = (s1[0] - s0[0]) / r["wall_s"]
+                r["router_cpu_wait_share"] = (s1[1] - s0[1]) / r["wall_s"]
+                after = await scrape(router_url)
+                n = max(r["completed"], 1)
+                for k in pids:
+                    r[f"cpu_ms_per_req_{k}"] = 1000 * (cpu1[k] - cpu0[k]) / n
+                results.append({"shape": shape, "path": name, **r})
+                if name == "router":
+                    results[-1]["router_metrics"] = router_metrics(before, after)
+        return {
+            "trace": source,
+            "requests_in_trace": len(trace),
+            "mean_output_tokens": mean_out,
+            "time_scale": args.time_scale,
+            "policy": args.policy,
+            "predictor": args.predictor,
+            "backends": args.backends,
+            "results": results,
+        }
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def main() -> None:
+    args = parse_args()
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    out = loop.run_until_complete(main_async(args))
+    rows = []
+    for r in out["results"]:
+        rows.append({k: v for k, v in r.items() if k != "router_metrics"})
+    print_table(
+        f"router load: {out['trace']}, {out['backends']} emulated A100 backends "
+        f"(time x{out['time_scale']:.3g}), policy {out['policy']}, predictor {out['predictor']}",
+        rows,
+    )
+    summary = []
+    res = out["results"]
+    for i in range(0, len(res) - 1, 2):
+        d, r = res[i], res[i + 1]
+        m = r.get("router_metrics", {})
+        summary.append(
+            {
+                "shape": d["shape"],
+                "added TTFT p50 ms": r["ttft_p50_ms"] - d["ttft_p50_ms"],
+                "added TTFT p99 ms": r["ttft_p99_ms"] - d["ttft_p99_ms"],
+                "added TTLT p50 ms": r["ttlt_p50_ms"] - d["ttlt_p50_ms"],
+                "rps direct": d["rps"],
+                "rps router": r["rps"],
+                "router CPU ms/req": r["cpu_ms_per_req_router"],
+                "router waits for CPU": r["router_cpu_wait_share"],
+                "router overhead p50 ms": m.get("overhead_p50_ms", float("nan")),
+                "router overhead p99 ms": m.get("overhead_p99_ms", float("nan")),
+                "predictor wait p50 ms": m.get("predictor_wait_p50_ms", float("nan")),
+            }
+        )
+    print_table("router-added latency (router minus direct, same run)", summary)
+    out["summary"] = summary
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()

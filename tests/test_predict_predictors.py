@@ -256,3 +256,27 @@ def test_heads_must_be_fit_first() -> None:
     p = make_predictor("point", PredictorConfig(), FakeEmbedder())
     with pytest.raises(SagerlError, match="must be fit"):
         p.predict_from_embedding(axis(0), 5)
+
+
+def test_large_pools_get_a_reused_ivf_index() -> None:
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((20, DIM)).astype(np.float32)
+    vecs = np.repeat(centers, 30, axis=0) + 0.02 * rng.standard_normal((600, DIM)).astype(
+        np.float32
+    )
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    pool = warm_pool(vecs, np.repeat(np.arange(20) * 100 + 50, 30)[:, None])
+    flat, ivf = pool.search_index(10_000, 4), pool.search_index(100, 4)
+    assert type(flat).__name__ == "IndexFlatIP" and type(ivf).__name__ == "IndexIVFFlat"
+    assert pool.search_index(100, 4) is ivf  # built once, reused by every fit
+    exact = make_predictor("sagesched", cfg(min_neighbors=5), FakeEmbedder())
+    approx = make_predictor(
+        "sagesched", cfg(min_neighbors=5, warmup_ivf_above=100, warmup_nprobe=4), FakeEmbedder()
+    )
+    exact.fit(pool)
+    approx.fit(pool)
+    queries = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+    a = exact.predict_from_embeddings(queries, np.full(20, 5))
+    b = approx.predict_from_embeddings(queries, np.full(20, 5))
+    assert all(x == y for x, y in zip(a, b, strict=True))
+    assert all(i * 100 + 50 in d.support for i, d in enumerate(a))

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="stream a data set through each predictor and print accuracy and latency",
         description="Streaming evaluation: each request is predicted before its outcome is "
-        "observed. Prints CRPS, pinball loss, 80%% coverage, Kendall tau, bucket accuracy "
+        "observed. Prints CRPS, pinball loss, 80% coverage, Kendall tau, bucket accuracy "
         "and latency per predictor.",
     )
     ev.add_argument(

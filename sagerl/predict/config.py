@@ -24,7 +24,7 @@ class EmbedderConfig(StrictModel):
     ``torch`` (the reference). The ONNX files are exported once into the cache directory;
     without onnxruntime the embedder falls back to ``torch``."""
 
-    max_seq_len: int = Field(64, ge=8, le=512)
+    max_seq_len: int = Field(default=64, ge=8, le=512)
     """Prompt tokens (WordPiece, including [CLS]/[SEP]) kept before truncation. The model's
     cost is linear in it; at 64 tokens with ``head_tail`` SageSched's CRPS is within 0.1%
     (CASTILLO) and 0.6% (ShareGPT) of the full 256 (see ``benchmarks/predictor_latency.py``)."""
@@ -34,14 +34,14 @@ class EmbedderConfig(StrictModel):
     sentence-transformers does), or the first three quarters and the last quarter
     (``head_tail``: a long prompt often ends with its instruction or the function to write)."""
 
-    threads: int = Field(1, ge=1)
+    threads: int = Field(default=1, ge=1)
     """Intra-op threads of the ONNX session (or torch, set for each pass and restored); 1 for
     the per-request latency figures."""
 
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(default=16, ge=1)
     """Prompts per forward pass when embedding many at once (sorted by length to cut padding)."""
 
-    cache_size: int = Field(4096, ge=0)
+    cache_size: int = Field(default=4096, ge=0)
     """Distinct prompt texts kept in an LRU cache, so repeated prompts (system prompts,
     "continue") and ``observe`` after ``predict`` skip the transformer. 0 disables it."""
 
@@ -49,31 +49,31 @@ class EmbedderConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Trained heads (``point``, ``tie``): small MLPs on the prompt embedding."""
 
-    hidden: int = Field(128, ge=1)
+    hidden: int = Field(default=128, ge=1)
     """Width of the one hidden layer."""
 
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(default=2000, ge=1)
     """Adam steps (mini-batches) of training."""
 
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(default=256, ge=1)
     """Prompts per mini-batch."""
 
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share of the warm-up pool held out to pick the best checkpoint (early stopping)."""
 
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
     """Adam learning rate."""
 
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
     """AdamW weight decay."""
 
     seed: int = 0
     """Seed of the initialisation (training is deterministic for a fixed seed)."""
 
-    nu: float = Field(3.5, gt=2)
+    nu: float = Field(default=3.5, gt=2)
     """Degrees of freedom of TIE's log-t distribution (the paper's 3.5)."""
 
-    tie_points: int = Field(32, ge=2)
+    tie_points: int = Field(default=32, ge=2)
     """Equal-probability support points used to discretise the log-t prediction."""
 
 
@@ -83,50 +83,55 @@ class PredictorConfig(StrictModel):
     name: str = "sagesched"
     """Registered predictor: sagesched, length-history, point, tie, global, oracle."""
 
-    similarity: float = Field(0.8, ge=-1.0, le=1.0)
+    similarity: float = Field(default=0.8, ge=-1.0, le=1.0)
     """Cosine threshold of the range search (the paper's 0.8)."""
 
-    history_size: int = Field(10_000, ge=1)
+    history_size: int = Field(default=10_000, ge=1)
     """Finished requests kept in the FIFO history (the paper's 10,000)."""
 
-    min_neighbors: int = Field(16, ge=0)
+    min_neighbors: int = Field(default=16, ge=0)
     """Below this many history neighbours the warm-up pool is searched too (chosen on held-out
     warm-up data, ``benchmarks/predictor_tuning.py``; 8 to 32 score within 0.1%)."""
 
-    warmup_max: int | None = Field(10_000, ge=1)
-    """History-based predictors search at most this many warm-up rows (evenly spaced over the
-    pool); ``None`` keeps all. A pool much larger than the CPU cache makes every search
-    memory-bound (ShareGPT's 45k rows: 4.6 ms instead of 1.3 ms per request, for a CRPS
-    change under 0.5%)."""
+    warmup_max: int | None = Field(default=None, ge=1)
+    """Use at most this many warm-up rows (evenly spaced over the pool); ``None`` keeps all."""
 
-    k_fallback: int = Field(32, ge=1)
+    warmup_ivf_above: int = Field(default=20_000, ge=1)
+    """Warm-up pools larger than this are searched through an IVF index (2 sqrt(n) cells)
+    instead of a flat one: a flat scan of ShareGPT's 45k-row pool misses the CPU cache and
+    costs 3-5 ms per request; the IVF index costs 0.3 ms and scored the same CRPS."""
+
+    warmup_nprobe: int = Field(default=16, ge=1)
+    """IVF cells scanned per query (more: closer to exact, slower)."""
+
+    k_fallback: int = Field(default=32, ge=1)
     """When history and warm-up pool together give fewer than ``min_neighbors``, take the
     ``k_fallback`` nearest of both regardless of the threshold."""
 
-    search_k: int = Field(64, ge=1)
+    search_k: int = Field(default=64, ge=1)
     """Candidates fetched per index in the single search pass; a query whose candidates are
     all above the threshold gets a second, exact range search, so this changes speed only."""
 
-    max_neighbors: int | None = Field(None, ge=1)
+    max_neighbors: int | None = Field(default=None, ge=1)
     """Keep only the most similar neighbours (``None``: all above the threshold, as the paper)."""
 
     weighting: Literal["uniform", "similarity"] = "uniform"
     """Neighbour weights: equal (the paper), or proportional to cosine similarity (about 1%
     lower CRPS on held-out warm-up data)."""
 
-    length_tolerance: float = Field(0.1, gt=0)
+    length_tolerance: float = Field(default=0.1, gt=0)
     """``length-history``: neighbours have a prompt length within this relative distance."""
 
-    global_min_history: int = Field(100, ge=0)
+    global_min_history: int = Field(default=100, ge=0)
     """``global``: below this many observed requests the warm-up pool's lengths are included."""
 
-    prior_length: float = Field(256.0, gt=0)
+    prior_length: float = Field(default=256.0, gt=0)
     """Answer (a one-point distribution, tokens) when a predictor has no data at all."""
 
-    max_output_tokens: int = Field(16_384, ge=1)
+    max_output_tokens: int = Field(default=16_384, ge=1)
     """Upper clip of predicted lengths (the log-t tail is unbounded)."""
 
-    search_threads: int = Field(1, ge=1)
+    search_threads: int = Field(default=1, ge=1)
     """OpenMP threads FAISS may use during a search (restored afterwards)."""
 
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)

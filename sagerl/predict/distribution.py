@@ -64,7 +64,7 @@ class LengthDistribution:
         # Sort and merge duplicates: unique() sorts, bincount sums the weights per value.
         ux, inverse = np.unique(x, return_inverse=True)
         if ux.size != x.size:
-            w = np.bincount(inverse, weights=w, minlength=ux.size)
+            w = np.bincount(inverse, weights=w, minlength=ux.size).astype(np.float64)
         else:
             w = w[np.argsort(x, kind="stable")]
         self.support = ux

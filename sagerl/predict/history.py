@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sagerl.errors import DataError
 
@@ -69,8 +70,8 @@ class FifoHistory:
     # ------------------------------------------------------------------ adding
     def add(
         self,
-        prompt_tokens: np.ndarray | int,
-        output_tokens: np.ndarray | int,
+        prompt_tokens: ArrayLike,
+        output_tokens: ArrayLike,
         vectors: np.ndarray | None = None,
     ) -> np.ndarray:
         """Append finished requests in arrival order, evicting the oldest beyond capacity.
@@ -93,7 +94,9 @@ class FifoHistory:
         if self.index is not None:
             if vectors is None:
                 raise ValueError("this history is searched by embedding: pass vectors")
-            vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, self.dim)
+            vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, -1)
+            if vecs.shape[1] != self.dim:
+                raise ValueError(f"vectors have width {vecs.shape[1]}, expected {self.dim}")
         if n > self.capacity:  # rare: split so no chunk overwrites its own rows
             parts = [
                 self.add(
@@ -130,8 +133,9 @@ class FifoHistory:
             import faiss
 
             assert self.index.ntotal == self.capacity  # no more index.add, so it stays valid
-            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.capacity * self.dim)
-            self._view = flat.reshape(self.capacity, self.dim)
+            dim = int(self.index.d)
+            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.capacity * dim)
+            self._view = flat.reshape(self.capacity, dim)
         return self._view
 
     # ------------------------------------------------------------------ searching

@@ -51,7 +51,7 @@ def coverage(
 ) -> float:
     """Share of ``truth`` inside the predicted central interval ``[Q(lo), Q(hi)]``."""
     y = np.asarray(truth, dtype=np.float64).ravel()
-    a, b = pred.quantile(np.array([lo, hi]))
+    a, b = np.asarray(pred.quantile(np.array([lo, hi])))
     return float(((y >= a) & (y <= b)).mean())
 
 

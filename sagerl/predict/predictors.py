@@ -88,12 +88,13 @@ class SageSchedPredictor(EmbeddingPredictor):
 
     With no history and no pool at all it answers ``prior_length``.
 
-    Cost per request: one FAISS pass over the history (at most 10,000 vectors, 15 MB) and, when
-    step 2 is reached, one over the pool (thinned to ``warmup_max`` rows so both stay in the CPU
-    cache). Each pass fetches the top ``search_k`` candidates, which answer both the range query
-    and the k-nearest fallback; only a query whose every candidate passes the threshold runs a
-    second, exhaustive range search. On ShareGPT 97% of requests reach step 3: most prompts
-    have no neighbour at cosine 0.8 even among 55,000.
+    Cost per request: one FAISS pass over the history (flat, exact: at most 10,000 vectors,
+    15 MB) and, when step 2 is reached, one over the pool (flat up to ``warmup_ivf_above`` rows,
+    an IVF index above, see :meth:`WarmupPool.search_index`). Each pass fetches the top
+    ``search_k`` candidates, which answer both the range query and the k-nearest fallback; only
+    a query whose every candidate passes the threshold runs a second, full range search. On
+    ShareGPT 97% of requests reach step 3: most prompts have no neighbour at cosine 0.8 even
+    among 55,000.
     """
 
     def __init__(self, config: PredictorConfig | None = None, embedder: Embedder | None = None):
@@ -103,17 +104,16 @@ class SageSchedPredictor(EmbeddingPredictor):
         self._warm_samples = np.zeros((0, 1), dtype=np.int64)
 
     def fit(self, warmup: WarmupPool) -> None:
-        import faiss
-
+        cfg = self.config
         self._warm_index = None
-        self._warm_samples = np.zeros((0, 1), dtype=np.int64)
-        warmup = warmup.thin(self.config.warmup_max)
+        self._warm_samples = np.zeros((0, 1), dtype=np.float64)
+        warmup = warmup.thin(cfg.warmup_max)
         if len(warmup) == 0:
             return
-        vectors = _warmup_vectors(warmup, self.embedder, self.name)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        self._warm_index = index
+        if warmup.embeddings is None:
+            warmup = warmup.with_embeddings(_warmup_vectors(warmup, self.embedder, self.name))
+        with _faiss_threads(cfg.search_threads):
+            self._warm_index = warmup.search_index(cfg.warmup_ivf_above, cfg.warmup_nprobe)
         self._warm_samples = warmup.samples.astype(np.float64)
 
     def observe_embeddings(

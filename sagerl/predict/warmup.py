@@ -8,8 +8,10 @@ drops them and :func:`check_disjoint` proves it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,9 @@ class WarmupPool:
     samples: np.ndarray
     texts: list[str] | None = None
     embeddings: np.ndarray | None = None
+    _indexes: dict[tuple[int, int], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         n = len(self.prompt_ids)
@@ -85,6 +90,37 @@ class WarmupPool:
     def with_embeddings(self, embeddings: np.ndarray) -> WarmupPool:
         """The same pool with prompt vectors attached."""
         return replace(self, embeddings=np.ascontiguousarray(embeddings, dtype=np.float32))
+
+    def search_index(self, ivf_above: int, nprobe: int) -> Any:
+        """A FAISS inner-product index over the embeddings, built once per pool and reused.
+
+        Up to ``ivf_above`` rows the index is flat (exact). Above, it is an IVF index with
+        ``2 sqrt(n)`` cells of which ``nprobe`` are scanned: a 45k-row pool then costs about
+        0.3 ms per query instead of 3 (the flat scan no longer fits in the CPU cache), and
+        near-duplicates at cosine >= 0.8 practically always share a scanned cell. Predictors
+        rebuilt at every episode reset reuse the same index (FAISS searches are read-only).
+        """
+        import faiss
+
+        if self.embeddings is None:
+            raise ValueError("the warm-up pool has no embeddings to index")
+        key = (ivf_above, nprobe)
+        if key not in self._indexes:
+            vectors = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+            n, dim = vectors.shape
+            index: Any
+            if n <= ivf_above:
+                index = faiss.IndexFlatIP(dim)
+            else:
+                nlist = max(1, round(2 * math.sqrt(n)))
+                index = faiss.IndexIVFFlat(
+                    faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT
+                )
+                index.train(vectors)  # k-means, FAISS's fixed seed: deterministic
+                index.nprobe = nprobe
+            index.add(vectors)
+            self._indexes[key] = index
+        return self._indexes[key]
 
     def excluding(self, prompt_ids: Iterable[str] = (), texts: Iterable[str] = ()) -> WarmupPool:
         """Drop every row whose id, or whose normalised text, is in the given sets."""

@@ -127,3 +127,18 @@ def test_fast_path_equals_step_mode_on_small_run() -> None:
         assert abs(sa[key] - sb[key]) <= 1e-9 * max(1.0, abs(sa[key])), key
     assert out[1].replicas["segments"].sum() > 0  # the fast path was actually taken
     assert sb["preemptions"] > 0  # and the case exercises memory pressure
+
+
+def test_segment_block_time_matches_brute_force() -> None:
+    import math
+    import random
+
+    from sagerl.sim.replica import segment_block_time
+
+    rng = random.Random(0)
+    for _ in range(500):
+        bs = rng.choice([1, 2, 4, 16, 32])
+        cs = [rng.randint(0, 300) for _ in range(rng.randint(1, 6))]
+        k, a, b = rng.randint(1, 300), rng.random(), rng.random() * 0.1
+        brute = sum(sum(math.ceil((c + j + 1) / bs) for c in cs) * (a + b * j) for j in range(k))
+        assert math.isclose(segment_block_time(cs, k, a, b, bs), brute, rel_tol=1e-9)

@@ -124,28 +124,19 @@ def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
-def _floor_sums(n: int, m: int) -> tuple[int, int]:
-    """``(sum_{y<n} floor(y/m), sum_{y<n} y*floor(y/m))`` in closed form."""
-    q, r = divmod(n, m)
-    f = m * q * (q - 1) // 2 + r * q
-    # Full periods: sum_{p<q} p * (m*m*p + m*(m-1)/2); partial: q * sum_{y=q*m}^{n-1} y.
-    g = m * m * (q - 1) * q * (2 * q - 1) // 6 + (m * (m - 1) // 2) * (q * (q - 1) // 2)
-    g += q * (r * q * m + r * (r - 1) // 2)
-    return f, g
-
-
 def segment_block_time(computed0: list[int], k: int, a: float, b: float, bs: int) -> float:
     """Sum over the segment's iterations j of (blocks allocated during j) × (duration of j).
 
     During iteration j a decode sequence that started with ``c`` computed tokens holds
     ``ceil((c + j + 1) / bs)`` blocks; iteration j lasts ``a + b*j``. With ``y0 = c + bs`` that is
     ``floor((y0 + j)/bs)``, and the per-sequence sum is
-    ``(a - b*y0) * dF + b * dG`` where ``dF``, ``dG`` are differences of :func:`_floor_sums`.
-    The integer parts are accumulated exactly and combined with ``a`` and ``b`` once.
+    ``(a - b*y0) * dF + b * dG`` where ``dF``, ``dG`` are differences of the floor sums
+    ``F(n) = sum_{y<n} floor(y/m)`` and ``G(n) = sum_{y<n} y*floor(y/m)``. The integer parts are
+    accumulated exactly and combined with ``a`` and ``b`` once.
     """
-    # NOTE: _floor_sums is inlined here (this loop is the simulator's hottest): for n = q*m + r,
-    # F(n) = m*q*(q-1)/2 + r*q and G(n) = m*m*(q-1)*q*(2q-1)/6 + m*(m-1)/2 * q*(q-1)/2
-    # + q*(r*q*m + r*(r-1)/2).
+    # NOTE: closed forms, written out inline (this loop is the simulator's hottest): for
+    # n = q*m + r, F(n) = m*q*(q-1)/2 + r*q and
+    # G(n) = m*m*(q-1)*q*(2q-1)/6 + m*(m-1)/2 * q*(q-1)/2 + q*(r*q*m + r*(r-1)/2).
     m = bs
     mm = m * m
     half = m * (m - 1) // 2

@@ -93,6 +93,33 @@ def _build(cfg: EnvRunConfig, progress: bool) -> EnvData:
     data_dir = paths.data_dir(cfg.data_dir, must_exist=False)
     requests = build_workload(cfg.workload, data_dir, cfg.seed)
     n_train = round(len(requests) * (1.0 - cfg.env.eval_fraction))
+    label = "+".join(sorted({d.name for d in cfg.workload.datasets}))
+    return env_data_for(cfg, requests, n_train, label, progress=progress)
+
+
+def env_data_for(
+    cfg: EnvRunConfig,
+    requests: list[Request],
+    n_train: int,
+    label: str,
+    *,
+    progress: bool = False,
+) -> EnvData:
+    """:class:`EnvData` over prebuilt ``requests`` (ids ``0..n-1`` in arrival order), with the
+    predictor's warm-up pool and prompt vectors of ``cfg.env`` (used by shift streams, whose
+    requests come from several workloads).
+
+    Args:
+        cfg: Supplies the data directory and the ``env`` section (predictor, warm-up).
+        requests: The requests.
+        n_train: Requests ``[0, n_train)`` form the training split.
+        label: Name of the prompt-vector cache file (vectors are keyed by text, so any label
+            works; one per data-set mix keeps files small).
+        progress: Show a bar while embedding.
+    """
+    from sagerl import paths
+
+    data_dir = paths.data_dir(cfg.data_dir, must_exist=False)
     name = cfg.env.predictor.name
     if name == NO_PREDICTOR:
         return EnvData(requests, n_train, None, None, None)
@@ -124,7 +151,6 @@ def _build(cfg: EnvRunConfig, progress: bool) -> EnvData:
             "use a length-only predictor (global, length-history, oracle)"
         )
     embedder = Embedder(cfg.env.predictor.embedder)
-    label = "+".join(sorted({d.name for d in cfg.workload.datasets}))
     store = EmbeddingStore(label, embedder.variant)
     vectors = store.ensure([r.prompt_text or "" for r in requests], embedder, progress)
     if warm is not None and len(warm) and warm.texts is not None:

@@ -17,6 +17,7 @@ from sagerl.errors import ConfigError
 from sagerl.features import CLIP, FeatureEncoder, FeatureSpec, RequestStats
 from sagerl.policy.placement import PlacementPolicy
 from sagerl.sim.cluster import Simulation
+from sagerl.sim.events import ClusterEvent, ClusterEvents
 from sagerl.sim.replica import Replica
 from sagerl.workload.request import Request
 
@@ -181,6 +182,9 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         self._prediction: Any = None
         self._views: Any = None
         self._teacher_action: int | None = None
+        self.last_finished: list[Any] = []
+        """Sequences that finished during the last :meth:`step` (online learners read them)."""
+        self.events: ClusterEvents | None = None
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(
@@ -200,6 +204,8 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         self._window = requests[start : start + self.episode_requests]
         self._start = start
         self._split = split
+        if self.events is not None:
+            self.events.restore()
         self.sim.reset()
         self.teacher.reset()
         p_down = self.config.env.replica_down_prob
@@ -262,6 +268,7 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
                 growth -= t_next - seq.finish_time
             self._in_system -= len(finished)
             self._clock = t_next
+        self.last_finished = finished
         reward = -self.reward_scale * (growth + penalty)
         info: dict[str, Any]
         if terminated:
@@ -298,6 +305,11 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         request, views, now, prediction = self.decision()
         return int(policy.choose(request, views, now, prediction))
 
+    def set_events(self, events: list[ClusterEvent] | None) -> None:
+        """Replay these cluster events (slowdowns, removals) in every episode from now on, each
+        applied before the first decision at or after its time (shift scenarios)."""
+        self.events = ClusterEvents(self.replicas, events) if events else None
+
     def episode_metrics(self) -> dict[str, float]:
         """Metrics of the window's requests so far (all of them once the episode ended)."""
         return window_metrics(self.sim.sequences, self.sim.rejected)
@@ -322,6 +334,8 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         """Predict the pending request, snapshot the cluster, fill the observation and mask."""
         request = self._window[self._i]
         self._request = request
+        if self.events is not None:
+            self.events.due(request.arrival)
         self._teacher_action = None
         prediction = self.sim.predict(request)
         self._prediction = prediction

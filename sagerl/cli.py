@@ -19,6 +19,7 @@ COMMANDS = [
     "sagerl.commands.simulate",
     "sagerl.commands.train",
     "sagerl.commands.eval",
+    "sagerl.commands.online",
     "sagerl.commands.calibrate",
     "sagerl.commands.compare",
     "sagerl.commands.serve",

@@ -20,6 +20,7 @@ COMMANDS = [
     "sagerl.commands.train",
     "sagerl.commands.eval",
     "sagerl.commands.online",
+    "sagerl.commands.export",
     "sagerl.commands.calibrate",
     "sagerl.commands.compare",
     "sagerl.commands.serve",

@@ -18,7 +18,12 @@ from sagerl.features import FeatureEncoder, FeatureSpec, RequestStats
 from sagerl.live.backends import BackendRegistry
 from sagerl.live.config import BackendSpec, PolicySpec
 from sagerl.live.ledger import Flight, Ledger
-from sagerl.live.policy_runtime import OnnxPolicyRuntime, PlacementRuntime, make_runtime
+from sagerl.live.policy_runtime import (
+    OnnxPolicyRuntime,
+    PlacementRuntime,
+    make_runtime,
+    make_sidecar,
+)
 from sagerl.live.scrape import EngineStats, ScrapeState
 from sagerl.live.views import build_views
 from sagerl.policy import PLACEMENT, make_placement
@@ -180,7 +185,7 @@ def test_onnx_policy_runs_through_the_feature_encoder(tmp_path: Path) -> None:
     model.ir_version = 8
     path = tmp_path / "policy.onnx"
     onnx.save(model, str(path))
-    (tmp_path / "policy.json").write_text(json.dumps({"encoder": enc.to_dict(), "teacher": None}))
+    (tmp_path / "policy.json").write_text(json.dumps(make_sidecar(path, enc)))
     rt = OnnxPolicyRuntime(path, num_backends=3)
     replicas = _sim_replicas([(5, 0), (1, 0), (3, 0)])
     views = [r.view(0.0) for r in replicas]

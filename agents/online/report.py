@@ -149,7 +149,7 @@ def overall_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "seeds with regret <= 0": f"{sum(r <= 0 for r in regrets)}/{len(regrets)}",
         }
         for phase, sec in zip(phases, report["mean_recovery_s"][name], strict=True):
-            row[f"recovery {phase} (s)"] = sec
+            row[f"recovery {phase} (s)"] = "" if name == report["reference"] else sec
         row["fallback"] = (
             f"{np.mean([s['fallback_share'] for s in seeds]):.0%}"
             if "fallback_share" in seeds[0]

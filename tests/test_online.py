@@ -173,6 +173,8 @@ def test_online_updates_change_the_weights_and_runs_are_reproducible(
     ocfg = online_config(run, tmp_path, guardrail={"enabled": False}, online=online)
     ckpt = run / "checkpoints" / "ppo_0.zip"
     a = run_seed(ocfg, cfg, ckpt, 0, tmp_path / "a", log=lambda _: None)
+    np.random.seed(12345)  # whatever ran before must not matter
+    torch.manual_seed(12345)
     b = run_seed(ocfg, cfg, ckpt, 0, tmp_path / "b", log=lambda _: None)
     online = a.runs[ONLINE]
     assert len(online.updates) == 320 // 32

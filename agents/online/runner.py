@@ -124,6 +124,7 @@ def _train(source: AgentSource, run_dir: Path, log: Log) -> None:
 def make_stream_env(cfg: OnlineConfig, train_cfg: TrainConfig, stream: ShiftStream) -> PlacementEnv:
     """The agent's environment over the whole stream (one episode), with its cluster events."""
     from envs.data import env_data_for
+    from sagerl.schema import apply_overrides, validate
 
     n = len(stream.requests)
     overrides = [
@@ -134,9 +135,6 @@ def make_stream_env(cfg: OnlineConfig, train_cfg: TrainConfig, stream: ShiftStre
     ]
     if cfg.data_dir is not None:
         overrides.append(f"data_dir={cfg.data_dir}")
-    env_cfg = train_cfg.model_copy()
-    from sagerl.schema import apply_overrides, validate
-
     env_cfg = validate(
         type(train_cfg), apply_overrides(train_cfg.model_dump(), overrides), "online env"
     )
@@ -245,6 +243,8 @@ def run_seed(
     progress: bool = False,
 ) -> SeedResult:
     """Every policy on one seed's stream."""
+    from stable_baselines3.common.utils import set_random_seed
+
     from agents.ppo import load_model
     from sagerl import paths
 
@@ -263,6 +263,7 @@ def run_seed(
     frozen = OnlineLearner(load_model(checkpoint, train_cfg.ppo), cfg.online, seed, learn=False)
     runs[FROZEN] = play(env, FROZEN, learner=frozen, log=log, progress=progress)
 
+    set_random_seed(seed)  # PPO's minibatch shuffles draw from the global generators
     model = load_model(checkpoint, train_cfg.ppo)
     logger = _logger(run_dir / f"seed_{seed}" / ONLINE)
     model.set_logger(logger)

@@ -16,6 +16,18 @@ from sagerl.errors import UnknownNameError
 from sagerl.schema import StrictModel, apply_overrides, read_yaml, validate
 
 
+def known_placements(names: list[str]) -> list[str]:
+    """``names`` if every one is a registered placement policy (a validator's check)."""
+    from sagerl.policy import PLACEMENT
+
+    for name in names:
+        try:
+            PLACEMENT.get(name)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+    return names
+
+
 class PPOConfig(StrictModel):
     """MaskablePPO (sb3-contrib) hyperparameters; names as in stable-baselines3."""
 
@@ -127,14 +139,7 @@ class EvalConfig(StrictModel):
     @field_validator("baselines")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        from sagerl.policy import PLACEMENT
-
-        for name in names:
-            try:
-                PLACEMENT.get(name)
-            except UnknownNameError as exc:
-                raise ValueError(str(exc)) from None
-        return names
+        return known_placements(names)
 
 
 class TrainConfig(EnvRunConfig):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from sagerl.errors import UnknownNameError
+from agents.common.config import known_placements
 from sagerl.schema import StrictModel, apply_overrides, read_yaml, validate
 from sagerl.workload.shift import ShiftScenario
 
@@ -152,19 +152,12 @@ class OnlineConfig(StrictModel):
     @field_validator("baselines")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        from sagerl.policy import PLACEMENT
-
-        for name in names:
-            try:
-                PLACEMENT.get(name)
-            except UnknownNameError as exc:
-                raise ValueError(str(exc)) from None
-        return names
+        return known_placements(names)
 
     @field_validator("reference")
     @classmethod
     def _known_reference(cls, name: str) -> str:
-        return cls._known([name])[0]
+        return known_placements([name])[0]
 
 
 def load_online_config(path: str | Path | None, overrides: list[str] | None = None) -> OnlineConfig:

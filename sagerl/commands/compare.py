@@ -21,7 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "TensorBoard scalars under runs/<name>/.",
     )
     add_run_arguments(parser)
-    parser.add_argument("--processes", type=int, help="worker processes (overrides the config)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="worker processes (overrides the config); with --backend ray, the local Ray's CPUs",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine's processes; ray: one Ray task per (policy, rate, seed), "
+        "spread over a Ray cluster (same records; needs the ray extra)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend ray: an existing Ray cluster (auto, HOST:6379, ray://HOST:10001); "
+        "default: start a local Ray",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -43,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from sagerl.compare.runner import run_matrix
 
     console = Console()
+    if args.address and args.backend != "ray":
+        from sagerl.errors import SagerlError
+
+        raise SagerlError("--address needs --backend ray")
+    if args.backend == "ray":
+        from sagerl.compare.ray_backend import require_ray
+
+        require_ray("--backend ray")
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"compare.seeds=[{args.seed}]")
@@ -53,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         processes=args.processes,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        backend=args.backend,
+        address=args.address,
     )
     wall = time.perf_counter() - start
     unit = cfg.compare.rate_unit
@@ -93,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         "saturation_rps": saturation,
         "wall_s": wall,
         "runs": len(records),
+        "backend": args.backend,
         "config": cfg.model_dump(mode="json"),
     }
     (out_dir / "compare.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -111,16 +111,32 @@ def _summary_record(result: Any) -> dict[str, float]:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Simulate one (policy, rate, seed) cell; returns its record."""
-    cfg: CompareConfig = _STATE["config"]
+    """Simulate one (policy, rate, seed) cell of this process's comparison; returns its record.
+
+    What every backend calls per cell: the local pool's workers, the in-process loop and Ray's
+    tasks (:mod:`sagerl.compare.ray_backend`), so their records are the same.
+    """
+    return run_cell(_STATE, job)
+
+
+def run_cell(state: dict[str, Any], job: Job) -> dict[str, Any]:
+    """Simulate one (policy, rate, seed) cell of the comparison ``state`` describes.
+
+    Args:
+        state: ``config``, ``rates_rps``, ``workloads`` (per (rate index, seed)),
+            ``evaluated`` (every evaluated request, for the predictors' warm-up pools) and
+            ``saturation`` (requests/s or None), as :func:`run_matrix` builds them.
+        job: The cell.
+    """
+    cfg: CompareConfig = state["config"]
     spec = cfg.compare.policies[job.policy]
-    rate_rps = _STATE["rates_rps"][job.rate]
-    requests = _STATE["workloads"][(job.rate, job.seed)]
-    sim = build_run(cfg, spec, job.seed, _STATE["evaluated"])
+    rate_rps = state["rates_rps"][job.rate]
+    requests = state["workloads"][(job.rate, job.seed)]
+    sim = build_run(cfg, spec, job.seed, state["evaluated"])
     start = time.perf_counter()
     result = sim.run(requests)
     wall = time.perf_counter() - start
-    saturation = _STATE["saturation"]
+    saturation = state["saturation"]
     return {
         "policy": spec.name,
         "ordering": spec.ordering,
@@ -231,6 +247,8 @@ def run_matrix(
     progress: bool = True,
     processes: int | None = None,
     log: Callable[[str], None] | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> tuple[list[dict[str, Any]], float | None]:
     """Run every (policy, rate, seed); returns the records and the saturation rate used.
 
@@ -238,9 +256,25 @@ def run_matrix(
         cfg: The comparison config.
         saturation: Saturation rate (requests/s); default the config's, else measured.
         progress: Show a progress bar over runs.
-        processes: Worker processes (default the config's ``compare.processes``).
+        processes: Worker processes (default the config's ``compare.processes``); with the Ray
+            backend, the CPUs of the local Ray (ignored with ``address``, where the cluster's
+            CPUs decide).
         log: Receives one-line progress messages (saturation probes, workload building).
+        backend: ``local`` (this machine's processes) or ``ray`` (one Ray task per cell,
+            :mod:`sagerl.compare.ray_backend`); the records are the same, ``wall_s`` aside.
+        address: With ``ray``: an existing Ray cluster (``None`` starts a local Ray).
+
+    Raises:
+        SagerlError: ``ray`` without Ray installed, or an unknown backend.
     """
+    if backend not in ("local", "ray"):
+        from sagerl.errors import SagerlError
+
+        raise SagerlError(f"unknown compare backend '{backend}'; valid: local, ray")
+    if backend == "ray":
+        from sagerl.compare.ray_backend import require_ray
+
+        require_ray()
     c = cfg.compare
     if saturation is None:
         saturation = c.saturation_rps
@@ -269,7 +303,15 @@ def run_matrix(
     procs = processes or c.processes
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=f"compare {cfg.name}", unit="run", disable=not progress)
-    if procs <= 1 or len(jobs) == 1:
+    if backend == "ray":
+        import sagerl
+        from sagerl.compare.ray_backend import ray_session, run_cells
+
+        with ray_session(address, num_cpus=procs, ship=[sagerl], log=log):
+            for rec in run_cells(dict(_STATE), jobs):
+                records.append(rec)
+                bar.update(1)
+    elif procs <= 1 or len(jobs) == 1:
         for job in jobs:
             records.append(run_job(job))
             bar.update(1)
@@ -325,6 +367,8 @@ __all__ = [
     "build_run",
     "estimate_saturation",
     "rates_rps",
+    "run_cell",
+    "run_job",
     "run_matrix",
     "seeds_spread",
     "workload_for",

@@ -50,7 +50,9 @@ IMITATION_SAMPLED = "agent-imitation-sampled"
 """The clone sampling its actions: PPO's starting point, so the gain PPO itself added is the
 difference between :data:`AGENT` and this."""
 
-_OUTPUTS = ("checkpoints", AGENT, "comparison.csv", "comparison.png", "results.json")
+_OUTPUTS = ("checkpoints", "rllib", AGENT, "comparison.csv", "comparison.png", "results.json")
+"""What a new run under the same name removes (``rllib/``: an RLlib run's checkpoints, which
+``export`` would otherwise take for this run's policy)."""
 
 
 @dataclass
@@ -81,8 +83,9 @@ def eval_seeds(cfg: TrainConfig, count: int | None = None) -> list[int]:
     return [cfg.evaluation.seed_offset + i for i in range(n)]
 
 
-def _fresh_run_dir(run_dir: Path, baselines: Sequence[str], log: Log) -> None:
-    """Remove a previous run's outputs under the same name (a new run starts clean)."""
+def fresh_run_dir(run_dir: Path, baselines: Sequence[str], log: Log) -> None:
+    """Remove a previous run's outputs under the same name, of either backend (a new run starts
+    clean)."""
     from agents.common.evaluation import safe_name
 
     agents = (GREEDY, IMITATION, IMITATION_SAMPLED)
@@ -136,7 +139,7 @@ def train(
     if resume and (state is None or checkpointer.path(state) is None):
         raise SagerlError(f"nothing to resume in {run_dir}/ (no checkpoint); run without --resume")
     if not resume:
-        _fresh_run_dir(run_dir, cfg.evaluation.baselines, log)
+        fresh_run_dir(run_dir, cfg.evaluation.baselines, log)
         state = RunState(phase="imitation" if cfg.imitation.enabled else "ppo")
     assert state is not None
     run_dir.mkdir(parents=True, exist_ok=True)

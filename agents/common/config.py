@@ -142,12 +142,61 @@ class EvalConfig(StrictModel):
         return known_placements(names)
 
 
+class RLlibConfig(StrictModel):
+    """Ray RLlib settings of ``python -m sagerl train --backend rllib``.
+
+    The algorithm's hyperparameters are the ``ppo:`` section's (same names as for
+    stable-baselines3: learning rate, ``n_envs * n_steps`` steps per update in minibatches of
+    ``batch_size`` over ``n_epochs`` passes, gamma, GAE lambda, clipping, coefficients, network);
+    this section only says where and how RLlib runs them.
+    """
+
+    num_env_runners: int = Field(
+        2,
+        ge=0,
+        description="Ray actors that step environments (0: sample in the driver process).",
+    )
+    num_envs_per_env_runner: int | None = Field(
+        None,
+        ge=1,
+        description="Environments per env runner (None: ppo.n_envs spread over the runners).",
+    )
+    num_cpus_per_env_runner: float = Field(1, gt=0, description="CPUs Ray reserves per runner.")
+    num_learners: int = Field(
+        0, ge=0, description="Learner actors (0: the update runs in the driver process)."
+    )
+    num_gpus_per_learner: float = Field(
+        0, ge=0, description="GPUs per learner (needs a CUDA build of torch)."
+    )
+    num_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="CPUs of the local Ray started when no --address is given (None: all).",
+    )
+    kl_coeff: float = Field(
+        0.0,
+        ge=0,
+        description="Initial weight of RLlib's adaptive KL penalty (target: ppo.target_kl). "
+        "0 keeps PPO's clipped objective alone, as stable-baselines3 runs it (where target_kl "
+        "stops an update's epochs early instead); the KL is still measured and logged.",
+    )
+    vf_clip_param: float | None = Field(
+        None,
+        gt=0,
+        description="Clip of the squared value error (None: no clip, as stable-baselines3).",
+    )
+    sample_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds a remote env runner may take for one sample call."
+    )
+
+
 class TrainConfig(EnvRunConfig):
     """Everything ``python -m sagerl train`` needs."""
 
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     imitation: ImitationConfig = Field(default_factory=ImitationConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    rllib: RLlibConfig = Field(default_factory=RLlibConfig)
     checkpoint_every: int = Field(
         10_000, ge=1, description="Save a checkpoint every this many PPO steps."
     )

@@ -23,6 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue runs/<name>/ from its last checkpoint"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--backend",
+        choices=("sb3", "rllib"),
+        default="sb3",
+        help="sb3: stable-baselines3 MaskablePPO in this process; rllib: Ray RLlib's PPO with "
+        "the config's rllib: resources (env runners on a local Ray, or --address); same env, "
+        "config, outputs and export (needs the ray extra)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend rllib: an existing Ray cluster (auto, HOST:6379, "
+        "ray://HOST:10001); default: start a local Ray",
+    )
     parser.set_defaults(func=run)
 
 
@@ -40,13 +54,28 @@ def run(args: argparse.Namespace) -> int:
     from agents.common.evaluation import table_rows
     from agents.pipeline import AGENT, GREEDY, IMITATION, IMITATION_SAMPLED, train
 
+    if args.address and args.backend != "rllib":
+        from sagerl.errors import SagerlError
+
+        raise SagerlError("--address needs --backend rllib")
+    if args.backend == "rllib":
+        from agents.rllib import require_rllib
+
+        require_rllib("--backend rllib")
     cfg = load_train_config(args.config, overrides_with_seed(args))
     start = time.perf_counter()
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.backend == "rllib":
+        from agents.rllib.train import train_rllib
+
+        result = train_rllib(
+            cfg, resume=args.resume, address=args.address, progress=not args.no_progress
+        )
+    else:
+        result = train(cfg, resume=args.resume, progress=not args.no_progress)
     wall = time.perf_counter() - start
     reference = cfg.evaluation.reference
     print_table(
-        f"{cfg.name}: {cfg.evaluation.seeds} held-out windows of "
+        f"{cfg.name} ({args.backend}): {cfg.evaluation.seeds} held-out windows of "
         f"{cfg.evaluation.episode_requests or cfg.env.episode_requests} requests",
         table_rows(result.table, reference),
     )
@@ -69,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         args.json,
         {
             "run_dir": str(result.run_dir),
+            "backend": args.backend,
             "table": result.table.to_dict(orient="records"),
             "records": result.records,
             "timings": result.timings,

@@ -280,3 +280,20 @@ def test_online_command_errors_are_one_line(tmp_path: Path, capsys: pytest.Captu
     assert len(err) == 1 and "python -m sagerl train" in err[0]
     assert main(["online", "--config", str(path), "guardrail.margn=0.2"]) == 2
     assert "margn" in capsys.readouterr().err
+
+
+def test_a_removed_replica_takes_no_new_requests_and_drains(
+    agent_run: tuple[Path, TrainConfig], tmp_path: Path
+) -> None:
+    run, cfg = agent_run
+    stream = _hand_built_stream(200)
+    cut = stream.requests[100].arrival
+    stream.events.append(ClusterEvent(cut, 1, healthy=False))
+    env = make_stream_env(online_config(run, tmp_path), cfg, stream)
+    result = play(env, "least-outstanding", analytic="least-outstanding")
+    placed = {s.id: s.replica for s in env.sim.sequences}
+    assert any(placed[i] == 1 for i in range(100))
+    assert all(placed[i] != 1 for i in range(100, 200))
+    assert np.isfinite(result.ttlt).all()  # what replica 1 held before still finished
+    play(env, "again", analytic="least-outstanding")  # a new pass starts from the nominal cluster
+    assert any(s.replica == 1 for s in env.sim.sequences[:100])

@@ -141,6 +141,8 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         self.split = split
         self.data = data or load_env_data(cfg)
         self.replicas = replicas if replicas is not None else build_replicas(cfg.cluster)
+        for replica in self.replicas:
+            replica.track_block_time = False  # no metric here reads the KV memory-time integral
         n = len(self.replicas)
         slots = env.max_replicas or n
         if n > slots:

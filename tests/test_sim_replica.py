@@ -142,3 +142,18 @@ def test_segment_block_time_matches_brute_force() -> None:
         k, a, b = rng.randint(1, 300), rng.random(), rng.random() * 0.1
         brute = sum(sum(math.ceil((c + j + 1) / bs) for c in cs) * (a + b * j) for j in range(k))
         assert math.isclose(segment_block_time(cs, k, a, b, bs), brute, rel_tol=1e-9)
+
+
+def test_block_time_tracking_off_changes_nothing_but_the_statistic() -> None:
+    from simfactory import create_requests
+
+    def run(track: bool) -> tuple[list[float], float]:
+        sim = create_cluster(num_replicas=2, ordering="fcfs", kv_blocks=200)
+        for r in sim.replicas:
+            r.track_block_time = track
+        sim.run(create_requests(80, rate=20.0, max_output=300))
+        return [s.finish_time for s in sim.sequences], sum(r.block_time for r in sim.replicas)
+
+    on, off = run(True), run(False)
+    assert on[0] == off[0]
+    assert on[1] > 0 and off[1] == 0.0

@@ -196,6 +196,10 @@ class Replica:
         kv_full = 0.9 * self.max_tokens
         batch = max(1, min(config.max_num_seqs, int(kv_full // 512)))
         self.cost_rate = cost_rate(timer.decode_coefficients(batch), kv_full)
+        self.track_block_time = True
+        """Accumulate :attr:`block_time` (the KV memory-time integral behind the utilisation
+        metric). A caller that never reads it (the RL environment) turns it off: on long decode
+        segments its closed form is the largest single cost of a step."""
         self.reset()
 
     def reset(self) -> None:
@@ -533,7 +537,8 @@ class Replica:
         finished: list[Sequence] = []
         if not plan.segment:
             self.num_steps += 1
-            self.block_time += plan.blocks_during * duration
+            if self.track_block_time:
+                self.block_time += plan.blocks_during * duration
             self.peak_blocks = max(self.peak_blocks, plan.blocks_during)
             for seq, n in plan.scheduled:
                 if seq.status is not SeqStatus.RUNNING:
@@ -548,9 +553,10 @@ class Replica:
         else:
             k = plan.k
             self.num_steps += k
-            self.block_time += segment_block_time(
-                plan.computed0, k, plan.a, plan.b, self.block_size
-            )
+            if self.track_block_time:
+                self.block_time += segment_block_time(
+                    plan.computed0, k, plan.a, plan.b, self.block_size
+                )
             # Blocks only grow inside a segment: the peak is at its last iteration.
             self.peak_blocks = max(self.peak_blocks, self.kv_blocks_total - self.free_blocks)
             first_end = plan.start + plan.a

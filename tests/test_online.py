@@ -297,3 +297,54 @@ def test_a_removed_replica_takes_no_new_requests_and_drains(
     assert np.isfinite(result.ttlt).all()  # what replica 1 held before still finished
     play(env, "again", analytic="least-outstanding")  # a new pass starts from the nominal cluster
     assert any(s.replica == 1 for s in env.sim.sequences[:100])
+
+
+def test_rejected_updates_leave_the_weights_as_they_were(
+    agent_run: tuple[Path, TrainConfig], tmp_path: Path
+) -> None:
+    from agents.ppo import load_model
+
+    run, cfg = agent_run
+    ocfg = online_config(run, tmp_path, online={"update_every": 32, "learning_rate": 0.01})
+    env = make_stream_env(ocfg, cfg, _hand_built_stream(200))
+    seen: list[int] = []
+
+    def reject(learner: OnlineLearner, before: dict) -> bool:
+        seen.append(learner.decisions)
+        return False
+
+    model = load_model(run / "checkpoints" / "ppo_0.zip", cfg.ppo)
+    learner = OnlineLearner(model, ocfg.online, seed=0, gate=reject)
+    result = play(env, ONLINE, learner=learner)
+    assert seen == list(range(32, 201, 32)) and learner.rejected == len(seen)
+    assert learner.weight_change() == 0.0
+    assert all(f["online/accepted"] == 0.0 for _, f in result.updates)
+
+
+def test_replay_gate_keeps_a_better_policy_and_rejects_a_worse_one(
+    agent_run: tuple[Path, TrainConfig], tmp_path: Path
+) -> None:
+    from agents.online.gate import ReplayGate
+    from agents.ppo import load_model
+    from envs.placement import PlacementEnv
+
+    run, cfg = agent_run
+    ocfg = online_config(run, tmp_path)
+    env = make_stream_env(ocfg, cfg, _hand_built_stream(360))
+    replay_env = PlacementEnv(env.config, ["env.episode_requests=120"], data=env.data)
+    gate = ReplayGate(replay_env, requests=120, lag=40, margin=0.0, seed=0)
+    model = load_model(run / "checkpoints" / "ppo_0.zip", cfg.ppo)
+    learner = OnlineLearner(model, ocfg.online, seed=0)
+    learner.decisions = 300
+    uniform = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    with torch.no_grad():  # pin every request on replica 0
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.copy_(torch.tensor([20.0, -20.0, -20.0]))
+    pinned = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    assert gate.replay(model.policy, 140) == gate.replay(model.policy, 140)  # deterministic
+    assert not gate(learner, uniform)  # "update" from uniform to pinned: rejected
+    assert torch.equal(model.policy.action_net.bias, pinned["action_net.bias"])
+    model.policy.load_state_dict(uniform)
+    assert gate(learner, pinned)  # from pinned to uniform: kept
+    (_, old, new), (_, old2, new2) = gate.checks
+    assert new > old and new2 < old2 and (old, new) == (new2, old2)

@@ -64,6 +64,19 @@ class OnlinePPOConfig(StrictModel):
         "shifted stream the critic is the first thing to go wrong, and PPO's advantages are only "
         "as good as it is.",
     )
+    replay_gate: bool = Field(
+        False,
+        description="Keep an update only if, replayed in the simulator on the last "
+        "replay_requests finished arrivals, it beats the policy before it by replay_margin "
+        "(agents/online/gate.py).",
+    )
+    replay_requests: int = Field(512, ge=16, description="Requests replayed per gate check.")
+    replay_lag: int = Field(
+        128, ge=0, description="Decisions between the newest replayed request and now."
+    )
+    replay_margin: float = Field(
+        0.0, ge=0, lt=1, description="Relative mean-TTLT gain an update must show in replay."
+    )
     learn_from_fallback: bool = Field(
         True,
         description="Also learn from decisions the guardrail took with SageSched (stored with "

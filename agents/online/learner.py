@@ -8,6 +8,7 @@ request with SageSched instead of the agent. Collection reads top to bottom::
     (or: learner.take(obs, mask, fallback))      # the guardrail's action, scored by the policy
     obs, reward, done = env.step(action)
     learner.reward(reward, obs, done)            # store; after K decisions: GAE + PPO update
+                                                 # (kept only if the optional gate accepts it)
 
 A fallback decision is stored with the policy's own log-probability of that action, so PPO's
 clipped importance ratio treats it like a (possibly unlikely) sample of the agent's: it bounds
@@ -19,6 +20,8 @@ from the same random stream, so until the first update both make the same choice
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,9 +46,23 @@ class OnlineLearner:
             exactly as the learning copy does, and never updates.
     """
 
-    def __init__(self, model: Any, cfg: OnlinePPOConfig, seed: int, *, learn: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cfg: OnlinePPOConfig,
+        seed: int,
+        *,
+        learn: bool = True,
+        gate: Callable[[OnlineLearner, dict[str, Any]], bool] | None = None,
+    ) -> None:
         self.model = model
         self.learn = learn
+        self.gate = gate
+        if getattr(model, "_logger", None) is None:  # updates log train/*: keep them somewhere
+            from stable_baselines3.common.logger import Logger
+
+            model.set_logger(Logger(None, []))
+        self.rejected = 0
         self.policy = model.policy
         self.cfg = cfg
         model.n_epochs = cfg.n_epochs
@@ -132,6 +149,7 @@ class OnlineLearner:
             last = self.policy.predict_values(torch.as_tensor(next_obs[None, :]).float())
         self.buffer.compute_returns_and_advantage(last_values=last, dones=np.array([done]))
         self._fit_values(self.cfg.value_epochs)
+        before = copy.deepcopy(self.policy.state_dict()) if self.gate is not None else None
         model.train()
         self.policy.set_training_mode(False)
         self.buffer.reset()
@@ -141,6 +159,12 @@ class OnlineLearner:
             for key, value in model.logger.name_to_value.items()
             if key.startswith("train/")
         }
+        if self.gate is not None and before is not None:
+            accepted = self.gate(self, before)
+            if not accepted:
+                self.policy.load_state_dict(before)
+                self.rejected += 1
+            figures["online/accepted"] = float(accepted)
         figures["online/weight_change"] = self.weight_change()
         return figures
 

@@ -112,6 +112,9 @@ def summary(results: Sequence[SeedResult], cfg: OnlineConfig) -> dict[str, Any]:
                     {"request": i, "active": s.active, "excess": s.excess} for i, s in run.switches
                 ]
                 item["updates"] = len(run.updates)
+                item["updates_kept"] = int(
+                    sum(f.get("online/accepted", 1.0) for _, f in run.updates)
+                )
                 if run.updates:
                     item["weight_change"] = run.updates[-1][1]["online/weight_change"]
             entry["policies"][name] = item

@@ -267,13 +267,25 @@ def run_seed(
     model = load_model(checkpoint, train_cfg.ppo)
     logger = _logger(run_dir / f"seed_{seed}" / ONLINE)
     model.set_logger(logger)
-    learner = OnlineLearner(model, cfg.online, seed)
+    gate = None
+    if cfg.online.replay_gate:
+        from agents.online.gate import ReplayGate
+
+        o = cfg.online
+        replay_env = PlacementEnv(
+            env.config, [f"env.episode_requests={o.replay_requests}"], data=env.data
+        )
+        replay_env.set_events(stream.events)
+        gate = ReplayGate(replay_env, o.replay_requests, o.replay_lag, o.replay_margin, seed)
+    learner = OnlineLearner(model, cfg.online, seed, gate=gate)
     g = cfg.guardrail
     guardrail = Guardrail(g.margin, g.release, g.window, g.min_requests) if g.enabled else None
 
     def on_update(step: int, figures: dict[str, float]) -> None:
         logger.record("online/guardrail_active", float(guardrail.active if guardrail else 0))
-        logger.record("online/weight_change", figures["online/weight_change"])
+        for key in ("online/weight_change", "online/accepted"):
+            if key in figures:
+                logger.record(key, figures[key])
         logger.dump(step)
 
     runs[ONLINE] = play(

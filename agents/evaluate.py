@@ -37,6 +37,22 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return path
 
 
+def _rllib_actors(run_dir: Path, actor_size: int) -> tuple[Path, list[Any]]:
+    """The sampling and greedy agents of an RLlib run (``train --backend rllib``)."""
+    from agents.pipeline import AGENT, GREEDY
+    from agents.rllib.export import rllib_actor
+    from agents.rllib.nets import ActorNetActor
+
+    net, meta = rllib_actor(run_dir)
+    if meta["actor_size"] != actor_size:
+        raise SagerlError(
+            f"{meta['checkpoint']} reads {meta['actor_size']} features, the config's encoder "
+            f"gives {actor_size} (different cluster size or feature layout)"
+        )
+    actors = [ActorNetActor(net, AGENT), ActorNetActor(net, GREEDY, deterministic=True)]
+    return Path(meta["checkpoint"]), actors
+
+
 def evaluate_saved(
     *,
     config: str | Path | None = None,
@@ -51,7 +67,8 @@ def evaluate_saved(
         config: Training config (default: the run's ``config.yaml``, else the default config).
         overrides: ``key=value`` overrides.
         run_dir: Run directory (default ``runs/<name>`` of the config).
-        checkpoint: Model archive (default: the run's latest checkpoint).
+        checkpoint: Model archive (default: the run's latest checkpoint; for a run trained with
+            ``--backend rllib``, its latest RLlib checkpoint).
         split: ``eval`` (held-out windows) or ``train``.
     """
     from agents.common.actors import Actor, PolicyActor, TorchPolicyActor
@@ -67,20 +84,25 @@ def evaluate_saved(
         if saved.is_file():
             cfg = load_train_config(saved, overrides)
     rdir = run_dir or run_dir_of(cfg)
-    path = checkpoint or latest_checkpoint(rdir)
-    if not path.is_file():
-        raise SagerlError(f"checkpoint {path} does not exist")
-    model = load_model(path, cfg.ppo)
     env = make_eval_env(cfg)
-    if env.observation_space.shape != model.observation_space.shape:
-        raise SagerlError(
-            f"{path} expects observations of shape {model.observation_space.shape}, the config "
-            f"gives {env.observation_space.shape} (different cluster size or feature layout)"
-        )
-    actors: list[Actor] = [
-        TorchPolicyActor(model.policy, AGENT, deterministic=False),
-        TorchPolicyActor(model.policy, GREEDY, deterministic=True),
-    ]
+    actors: list[Actor]
+    if checkpoint is None and (rdir / "rllib").is_dir():
+        path, actors = _rllib_actors(rdir, env.actor_size)
+    else:
+        path = checkpoint or latest_checkpoint(rdir)
+        if not path.is_file():
+            raise SagerlError(f"checkpoint {path} does not exist")
+        model = load_model(path, cfg.ppo)
+        if env.observation_space.shape != model.observation_space.shape:
+            raise SagerlError(
+                f"{path} expects observations of shape {model.observation_space.shape}, the "
+                f"config gives {env.observation_space.shape} (different cluster size or feature "
+                "layout)"
+            )
+        actors = [
+            TorchPolicyActor(model.policy, AGENT, deterministic=False),
+            TorchPolicyActor(model.policy, GREEDY, deterministic=True),
+        ]
     actors += [PolicyActor(name, seed=cfg.seed) for name in cfg.evaluation.baselines]
     records = evaluate(actors, env, eval_seeds(cfg), split=split)
     table = summarize(records, cfg.evaluation.reference)

@@ -226,6 +226,14 @@ def test_rllib_smoke_train_resume_export(tmp_path: Path, monkeypatch: pytest.Mon
     assert code == 0 and (tmp_path / "onnx" / "policy.onnx").is_file()
     sidecar = json.loads((tmp_path / "onnx" / "policy.json").read_text())
     assert sidecar["backend"] == "rllib"
+    # ... and through `eval`, which re-runs the RLlib agent beside the baselines.
+    evaluated = tmp_path / "eval.json"
+    assert main(["eval", "--run", str(run), "--seeds", "1", "--json", str(evaluated)]) == 0
+    records = {r["policy"]: r for r in json.loads(evaluated.read_text())}
+    seed = records["agent"]["seed"]
+    trained = {r["policy"]: r for r in results["records"] if r["seed"] == seed}
+    for policy in ("agent", "agent-greedy", "sagesched"):  # the same weights, the same window
+        assert records[policy]["mean_ttlt"] == pytest.approx(trained[policy]["mean_ttlt"])
     monkeypatch.setitem(sys.modules, "ray", None)
     plain, meta_plain = rllib_actor(run)
     assert torch.equal(plain(x), logits) and meta_plain["actor_size"] == meta["actor_size"]

@@ -105,6 +105,30 @@ def fresh_run_dir(run_dir: Path, baselines: Sequence[str], log: Log) -> None:
         )
 
 
+def prepare_run(cfg: TrainConfig, run_dir: Path, log: Log) -> tuple[Any, Any]:
+    """What every backend does before training: write ``config.yaml``, build the episode data
+    (embedding prompts on the first run), the imitation and evaluation environments, and
+    ``features.json`` (the encoder spec export checks against).
+
+    Returns:
+        ``(env, eval_env)``: a training-split env and the held-out evaluation env.
+    """
+    import torch
+
+    from agents.common.envs import make_env, make_eval_env
+    from envs.data import load_env_data
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    log("preparing episode data (the first run embeds the prompts once; later runs read the cache)")
+    load_env_data(cfg, progress=True)
+    env = make_env(cfg)
+    eval_env = make_eval_env(cfg)
+    env.encoder.to_json(run_dir / "features.json")
+    return env, eval_env
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -126,11 +150,9 @@ def train(
         SagerlError: ``resume`` without a checkpoint to resume from.
         KeyboardInterrupt: after saving a checkpoint, when interrupted during PPO.
     """
-    import torch
 
-    from agents.common.envs import make_env, make_eval_env, make_vec_env
+    from agents.common.envs import make_vec_env
     from agents.ppo import build_model, load_model
-    from envs.data import load_env_data
 
     timings: dict[str, float] = {}
     run_dir = run_dir_of(cfg)
@@ -142,17 +164,9 @@ def train(
         fresh_run_dir(run_dir, cfg.evaluation.baselines, log)
         state = RunState(phase="imitation" if cfg.imitation.enabled else "ppo")
     assert state is not None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    torch.set_num_threads(cfg.ppo.torch_threads)
-
     t0 = time.perf_counter()
-    log("preparing episode data (the first run embeds the prompts once; later runs read the cache)")
-    load_env_data(cfg, progress=True)
+    env, eval_env = prepare_run(cfg, run_dir, log)
     venv = make_vec_env(cfg)
-    env = make_env(cfg)
-    eval_env = make_eval_env(cfg)
-    env.encoder.to_json(run_dir / "features.json")
     timings["data_s"] = time.perf_counter() - t0
 
     ckpt = checkpointer.path(state)

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from agents.common.checkpoints import RunState
 from agents.common.config import TrainConfig
@@ -43,6 +42,7 @@ from agents.pipeline import (
     TrainResult,
     eval_seeds,
     fresh_run_dir,
+    prepare_run,
 )
 from agents.rllib import require_rllib
 from sagerl.errors import SagerlError
@@ -150,12 +150,9 @@ def train_rllib(
         KeyboardInterrupt: after saving a checkpoint, when interrupted during PPO.
     """
     require_rllib()
-    import torch
 
     from agents.common.checkpoints import Checkpointer
-    from agents.common.envs import make_env, make_eval_env
     from agents.pipeline import _logger
-    from envs.data import load_env_data
 
     timings: dict[str, float] = {}
     run_dir = Path(cfg.output_dir) / cfg.name
@@ -170,16 +167,8 @@ def train_rllib(
         fresh_run_dir(run_dir, cfg.evaluation.baselines, log)
         state = RunState(phase="imitation" if cfg.imitation.enabled else "ppo")
     assert state is not None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    torch.set_num_threads(cfg.ppo.torch_threads)
-
     t0 = time.perf_counter()
-    log("preparing episode data (the first run embeds the prompts once; later runs read the cache)")
-    load_env_data(cfg, progress=True)
-    env = make_env(cfg)
-    eval_env = make_eval_env(cfg)
-    env.encoder.to_json(run_dir / "features.json")
+    env, eval_env = prepare_run(cfg, run_dir, log)
     actor_size = env.actor_size if env.critic is not None else None
     timings["data_s"] = time.perf_counter() - t0
     logger = _logger(run_dir / AGENT, state.num_timesteps if resume else None)

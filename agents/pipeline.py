@@ -191,29 +191,21 @@ def train(
         timings["ppo_steps_per_s"] = cfg.ppo.total_timesteps / max(timings["ppo_s"], 1e-9)
 
     t0 = time.perf_counter()
-    actors: list[Actor] = [
+    step = int(model.num_timesteps)
+    agent: list[Actor] = [
         TorchPolicyActor(model.policy, AGENT, deterministic=False),
         TorchPolicyActor(model.policy, GREEDY, deterministic=True),
     ]
-    imitation_path = checkpointer.dir / "imitation.zip"
-    if model.num_timesteps > 0 and imitation_path.is_file():
-        imitated = load_model(imitation_path, cfg.ppo)
-        actors.append(TorchPolicyActor(imitated.policy, IMITATION, deterministic=True))
-        actors.append(TorchPolicyActor(imitated.policy, IMITATION_SAMPLED, deterministic=False))
-    actors += [PolicyActor(name, seed=cfg.seed) for name in cfg.evaluation.baselines]
-    log(f"evaluating {len(actors)} policies on {cfg.evaluation.seeds} held-out windows")
-    records = evaluate(actors, eval_env, eval_seeds(cfg))
-    reference = cfg.evaluation.reference
-    table = summarize(records, reference)
-    step = int(model.num_timesteps)
-    write_tensorboard(records, run_dir, steps=sorted({0, step}), skip=[AGENT])
-    agent_row = table[table["policy"] == AGENT].iloc[0]
-    for metric, tag in EVAL_TAGS.items():
-        if metric in agent_row and pd.notna(agent_row[metric]):
-            model.logger.record(tag, float(agent_row[metric]))
-    model.logger.dump(step)
-    save_table(
-        table, reference, run_dir, f"{cfg.name}: mean TTLT on {cfg.evaluation.seeds} windows"
+    table, records = final_evaluation(
+        cfg,
+        agent,
+        checkpointer.dir / "imitation.zip",
+        step,
+        eval_env,
+        run_dir,
+        model.logger,
+        log,
+        f"{cfg.name}: mean TTLT on {cfg.evaluation.seeds} windows",
     )
     timings["eval_s"] = time.perf_counter() - t0
     state.phase = "done"
@@ -223,6 +215,42 @@ def train(
     logger.close()
     venv.close()
     return TrainResult(run_dir, table, records, state, timings)
+
+
+def final_evaluation(
+    cfg: TrainConfig,
+    agent: Sequence[Actor],
+    imitation_path: Path,
+    steps: int,
+    eval_env: Any,
+    run_dir: Path,
+    logger: Any,
+    log: Log,
+    title: str,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The agent (sampling and greedy), the clone PPO started from, and the baselines on the
+    same held-out windows; every policy's TensorBoard run, the agent's ``eval/*`` scalars at
+    ``steps``, and ``comparison.csv/png``. Shared by both training backends."""
+    from agents.ppo import load_model
+
+    actors = list(agent)
+    if steps > 0 and imitation_path.is_file():
+        imitated = load_model(imitation_path, cfg.ppo)
+        actors.append(TorchPolicyActor(imitated.policy, IMITATION, deterministic=True))
+        actors.append(TorchPolicyActor(imitated.policy, IMITATION_SAMPLED, deterministic=False))
+    actors += [PolicyActor(name, seed=cfg.seed) for name in cfg.evaluation.baselines]
+    log(f"evaluating {len(actors)} policies on {cfg.evaluation.seeds} held-out windows")
+    records = evaluate(actors, eval_env, eval_seeds(cfg))
+    reference = cfg.evaluation.reference
+    table = summarize(records, reference)
+    write_tensorboard(records, run_dir, steps=sorted({0, steps}), skip=[AGENT])
+    agent_row = table[table["policy"] == AGENT].iloc[0]
+    for metric, tag in EVAL_TAGS.items():
+        if metric in agent_row and pd.notna(agent_row[metric]):
+            logger.record(tag, float(agent_row[metric]))
+    logger.dump(steps)
+    save_table(table, reference, run_dir, title)
+    return table, records
 
 
 def _logger(folder: Path, resumed_at: int | None) -> Any:

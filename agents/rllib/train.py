@@ -37,8 +37,6 @@ from agents.common.config import TrainConfig
 from agents.pipeline import (
     AGENT,
     GREEDY,
-    IMITATION,
-    IMITATION_SAMPLED,
     TrainResult,
     eval_seeds,
     fresh_run_dir,
@@ -463,35 +461,23 @@ def _evaluate(
     log: Any,
 ) -> TrainResult:
     """The agent, the clone and the baselines on the held-out windows (as the SB3 path)."""
-    from agents.common.actors import Actor, PolicyActor, TorchPolicyActor
-    from agents.common.evaluation import EVAL_TAGS, evaluate, save_table, summarize
-    from agents.common.evaluation import write_tensorboard as write_tb
-    from agents.ppo import load_model
+    from agents.common.actors import Actor
+    from agents.pipeline import final_evaluation
     from agents.rllib.nets import ActorNetActor
 
-    actors: list[Actor] = [
+    agent: list[Actor] = [
         ActorNetActor(net, AGENT, deterministic=False),
         ActorNetActor(net, GREEDY, deterministic=True),
     ]
-    if steps > 0 and imitation_zip.is_file():
-        imitated = load_model(imitation_zip, cfg.ppo)
-        actors.append(TorchPolicyActor(imitated.policy, IMITATION, deterministic=True))
-        actors.append(TorchPolicyActor(imitated.policy, IMITATION_SAMPLED, deterministic=False))
-    actors += [PolicyActor(name, seed=cfg.seed) for name in cfg.evaluation.baselines]
-    log(f"evaluating {len(actors)} policies on {cfg.evaluation.seeds} held-out windows")
-    records = evaluate(actors, eval_env, eval_seeds(cfg))
-    reference = cfg.evaluation.reference
-    table = summarize(records, reference)
-    write_tb(records, run_dir, steps=sorted({0, steps}), skip=[AGENT])
-    agent_row = table[table["policy"] == AGENT].iloc[0]
-    for metric, tag in EVAL_TAGS.items():
-        if metric in agent_row and pd.notna(agent_row[metric]):
-            logger.record(tag, float(agent_row[metric]))
-    logger.dump(steps)
-    save_table(
-        table,
-        reference,
+    table, records = final_evaluation(
+        cfg,
+        agent,
+        imitation_zip,
+        steps,
+        eval_env,
         run_dir,
+        logger,
+        log,
         f"{cfg.name} (RLlib): mean TTLT on {cfg.evaluation.seeds} windows",
     )
     state.phase = "done"

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sagerl.cost import hybrid_summary
 from sagerl.view import ReplicaView
 from sagerl.workload.request import Request
 
@@ -128,24 +129,14 @@ class RequestStats:
     def of(cls, request: Request, prediction: Any) -> RequestStats:
         """Stats of ``request`` under ``prediction`` (a LengthDistribution or ``None``).
 
-        The cost distribution and its exact Gittins rank (:mod:`sagerl.policy.gittins`) are
-        computed inline on the prediction's sorted support: a handful of vector operations
-        instead of building a :class:`~sagerl.cost.CostDistribution` (tested equal).
+        The cost distribution's mean and exact Gittins rank come from
+        :func:`sagerl.cost.hybrid_summary` (vector operations on the sorted support).
         """
         i = request.prompt_tokens
         if prediction is None:
             return cls(i, 0.0, 0.0, 0.0, 0.0)
-        x = np.maximum(prediction.support, 1.0)  # a request emits at least one token
-        p = prediction.probs
-        c = x * (0.5 * x + i)
-        cdf = np.cumsum(p)
-        cdf[-1] = 1.0
-        partial = np.cumsum(p * c)
-        mean_cost = float(partial[-1])
-        rank = float(np.min((partial + (1.0 - cdf) * c) / cdf))
-        mean = float(p @ x)
-        var = float(p @ (x - mean) ** 2)
-        return cls(i, mean, math.sqrt(max(var, 0.0)), mean_cost, rank)
+        mean_cost, rank, mean, std = hybrid_summary(prediction.support, prediction.probs, i)
+        return cls(i, mean, std, mean_cost, rank)
 
 
 def fits(request: Request, view: ReplicaView) -> bool:

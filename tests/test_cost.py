@@ -69,3 +69,23 @@ def test_remaining_cost_matches_direct_conditioning(lengths, prompt, generated, 
 def test_cost_rate_is_kv_tokens_per_second() -> None:
     # 10 ms + 1e-7 s per KV token: 100k resident tokens take 20 ms per iteration.
     assert cost_rate((0.01, 1e-7), 100_000) == pytest.approx(100_000 / 0.02)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 5000), min_size=1, max_size=60),
+    st.integers(1, 8000),
+)
+def test_hybrid_summary_equals_the_cost_distribution(lengths: list[int], prompt: int) -> None:
+    from sagerl.cost import CostDistribution, hybrid_summary
+    from sagerl.policy.gittins import gittins_rank
+    from sagerl.predict.distribution import LengthDistribution
+
+    pred = LengthDistribution(lengths)
+    mean_cost, rank, mean, std = hybrid_summary(pred.support, pred.probs, prompt)
+    dist = CostDistribution.from_lengths(pred.support, pred.probs, prompt, "hybrid")
+    x = np.maximum(pred.support, 1.0)
+    assert mean_cost == pytest.approx(dist.mean(), rel=1e-9)
+    assert rank == pytest.approx(gittins_rank(dist, 0), rel=1e-9)
+    assert mean == pytest.approx(float(pred.probs @ x), rel=1e-9)
+    assert std == pytest.approx(float(np.sqrt(pred.probs @ (x - mean) ** 2)), rel=1e-6, abs=1e-9)

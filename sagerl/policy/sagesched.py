@@ -33,6 +33,7 @@ from sagerl.cost import (
     CostVariant,
     attained_cost,
     check_variant,
+    hybrid_summary,
     tokens_for_cost,
 )
 from sagerl.errors import ConfigError, SagerlError
@@ -316,6 +317,9 @@ class SageSchedPlacement(PlacementPolicy):
         else:
             support, probs = prediction.support, prediction.probs
             high = float(prediction.quantile(self.kv_quantile))
+        if self.gittins == "exact":
+            mean_cost, r0, mean_len, _ = hybrid_summary(support, probs, request.prompt_tokens)
+            return r0, mean_cost, mean_len, high
         dist = CostDistribution.from_lengths(support, probs, request.prompt_tokens, "hybrid")
         r = rank(dist, 0, self.gittins)
         mean_cost = dist.mean()

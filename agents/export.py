@@ -4,7 +4,7 @@ What is exported is the actor alone (:func:`agents.ppo.policies.deployable_actor
 ``[batch, encoder.size]`` (the :class:`~sagerl.features.FeatureEncoder` vector) to
 ``[batch, max_replicas]`` logits; the router masks them and takes the argmax
 (:class:`sagerl.live.policy_runtime.OnnxPolicyRuntime`, which needs onnxruntime only). The
-sidecar (:func:`sagerl.live.policy_runtime.make_sidecar`) records the encoder, the teacher whose
+sidecar (:func:`sagerl.live.sidecar.make_sidecar`) records the encoder, the teacher whose
 estimates are features, the training config, the source checkpoint, a checksum of the ONNX file
 and the parity check below.
 
@@ -149,7 +149,8 @@ def export_run(
     from agents.common.config import load_train_config
     from agents.common.envs import make_eval_env
     from sagerl.features import FeatureEncoder
-    from sagerl.live.policy_runtime import OnnxPolicyRuntime, make_sidecar
+    from sagerl.live.policy_runtime import OnnxPolicyRuntime
+    from sagerl.live.sidecar import make_sidecar
 
     say = log or (lambda _: None)
     timings: dict[str, float] = {}

@@ -18,13 +18,9 @@ from sagerl.features import FeatureEncoder, FeatureSpec, RequestStats
 from sagerl.live.backends import BackendRegistry
 from sagerl.live.config import BackendSpec, PolicySpec
 from sagerl.live.ledger import Flight, Ledger
-from sagerl.live.policy_runtime import (
-    OnnxPolicyRuntime,
-    PlacementRuntime,
-    make_runtime,
-    make_sidecar,
-)
+from sagerl.live.policy_runtime import OnnxPolicyRuntime, PlacementRuntime, make_runtime
 from sagerl.live.scrape import EngineStats, ScrapeState
+from sagerl.live.sidecar import make_sidecar
 from sagerl.live.views import build_views
 from sagerl.policy import PLACEMENT, make_placement
 from sagerl.predict.distribution import LengthDistribution

@@ -211,7 +211,7 @@ def train(
     state.phase = "done"
     state.events.append({"event": "evaluated", "num_timesteps": step})
     state.save(run_dir)
-    _write_results(run_dir, cfg, table, records, state, timings)
+    write_results(run_dir, cfg, table, records, state, timings)
     logger.close()
     venv.close()
     return TrainResult(run_dir, table, records, state, timings)
@@ -404,18 +404,22 @@ def _ppo(
     checkpoint.save("ppo done")
 
 
-def _write_results(
+def write_results(
     run_dir: Path,
     cfg: TrainConfig,
     table: pd.DataFrame,
     records: list[dict[str, Any]],
     state: RunState,
     timings: dict[str, float],
+    **extra: Any,
 ) -> None:
+    """``results.json``: the comparison, per-seed records, run state and timings; a backend
+    adds its own fields through ``extra``."""
     import json
 
     payload = {
         "name": cfg.name,
+        **extra,
         "reference": cfg.evaluation.reference,
         "table": table.to_dict(orient="records"),
         "records": records,

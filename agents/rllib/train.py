@@ -22,7 +22,6 @@ the newest.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from agents.common.checkpoints import RunState
 from agents.common.config import TrainConfig
@@ -41,6 +39,7 @@ from agents.pipeline import (
     eval_seeds,
     fresh_run_dir,
     prepare_run,
+    write_results,
 )
 from agents.rllib import require_rllib
 from sagerl.errors import SagerlError
@@ -204,7 +203,20 @@ def train_rllib(
     result = _evaluate(cfg, run_dir, net, imitation_zip, eval_env, logger, steps, state, log)
     timings["eval_s"] = time.perf_counter() - t0
     result.timings = timings
-    _write_results(run_dir, cfg, result.table, result.records, state, timings, resources)
+    import ray
+
+    write_results(
+        run_dir,
+        cfg,
+        result.table,
+        result.records,
+        state,
+        timings,
+        backend="rllib",
+        ray_version=ray.__version__,
+        ray_resources={k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")},
+        checkpoint=str(latest_checkpoint(run_dir) or ""),
+    )
     logger.close()
     return result
 
@@ -484,29 +496,3 @@ def _evaluate(
     state.events.append({"event": "evaluated", "num_timesteps": steps})
     state.save(rllib_dir(run_dir))
     return TrainResult(run_dir, table, records, state)
-
-
-def _write_results(
-    run_dir: Path,
-    cfg: TrainConfig,
-    table: pd.DataFrame,
-    records: list[dict[str, Any]],
-    state: RunState,
-    timings: dict[str, float],
-    resources: dict[str, float],
-) -> None:
-    import ray
-
-    payload = {
-        "name": cfg.name,
-        "backend": "rllib",
-        "ray_version": ray.__version__,
-        "ray_resources": {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")},
-        "reference": cfg.evaluation.reference,
-        "table": table.to_dict(orient="records"),
-        "records": records,
-        "state": state.__dict__,
-        "checkpoint": str(latest_checkpoint(run_dir) or ""),
-        "timings": timings,
-    }
-    (run_dir / "results.json").write_text(json.dumps(payload, indent=2, default=float))

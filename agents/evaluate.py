@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from agents.common.checkpoints import Checkpointer, RunState
+from agents.common.checkpoints import saved_checkpoint
 from agents.common.config import load_train_config
 from agents.common.evaluation import evaluate, summarize
 from sagerl.errors import SagerlError
@@ -28,8 +28,7 @@ class EvalResult:
 
 def latest_checkpoint(run_dir: Path) -> Path:
     """The archive the run's state points at (its latest save)."""
-    state = RunState.load(run_dir)
-    path = Checkpointer(run_dir).path(state) if state is not None else None
+    path = saved_checkpoint(run_dir)
     if path is None:
         raise SagerlError(
             f"no checkpoint in {run_dir}/checkpoints; train first or pass --checkpoint"

@@ -265,7 +265,7 @@ def export_run(
 
 # ---------------------------------------------------------------------- backends
 def _load_sb3(run: Path, cfg: Any, checkpoint: str | Path | None) -> _Source:
-    from agents.common.checkpoints import Checkpointer, RunState
+    from agents.common.checkpoints import saved_checkpoint
     from agents.ppo import load_model
     from agents.ppo.policies import deployable_actor
 
@@ -275,13 +275,12 @@ def _load_sb3(run: Path, cfg: Any, checkpoint: str | Path | None) -> _Source:
             raise SagerlError(f"checkpoint {ckpt} does not exist")
     else:
         try:
-            state = RunState.load(run)
+            found = saved_checkpoint(run)
         except (OSError, ValueError, TypeError) as exc:
             raise SagerlError(
                 f"{run}/checkpoints/state.json is unreadable ({_one_line(exc)}); pass "
                 "--checkpoint PATH"
             ) from None
-        found = None if state is None else Checkpointer(run).path(state)
         if found is None:
             raise SagerlError(
                 f"{run} has no checkpoint (checkpoints/state.json names none); train it first: "

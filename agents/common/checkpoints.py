@@ -91,3 +91,13 @@ class Checkpointer:
             return None
         p = self.run_dir / state.checkpoint
         return p if p.is_file() else None
+
+
+def saved_checkpoint(run_dir: str | Path) -> Path | None:
+    """The archive a run's ``state.json`` points at, if the run has one and it exists.
+
+    Raises:
+        OSError, ValueError, TypeError: ``state.json`` exists but cannot be read.
+    """
+    state = RunState.load(run_dir)
+    return None if state is None else Checkpointer(run_dir).path(state)

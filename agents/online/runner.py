@@ -82,7 +82,7 @@ def resolve_agent(source: AgentSource, log: Log) -> tuple[TrainConfig, Path]:
         SagerlError: No checkpoint and ``train_if_missing`` is off, or the checkpoint named
             does not exist.
     """
-    from agents.common.checkpoints import Checkpointer, RunState
+    from agents.common.checkpoints import saved_checkpoint
 
     run_dir = Path(source.run)
     if source.checkpoint is not None:
@@ -90,8 +90,7 @@ def resolve_agent(source: AgentSource, log: Log) -> tuple[TrainConfig, Path]:
         if not ckpt.is_file():
             raise SagerlError(f"agent.checkpoint {ckpt} does not exist")
     else:
-        state = RunState.load(run_dir)
-        found = Checkpointer(run_dir).path(state) if state is not None else None
+        found = saved_checkpoint(run_dir)
         if found is None:
             if not source.train_if_missing:
                 raise SagerlError(
@@ -99,8 +98,7 @@ def resolve_agent(source: AgentSource, log: Log) -> tuple[TrainConfig, Path]:
                     "(or set agent.train_if_missing=true)"
                 )
             _train(source, run_dir, log)
-            state = RunState.load(run_dir)
-            found = Checkpointer(run_dir).path(state) if state is not None else None
+            found = saved_checkpoint(run_dir)
             if found is None:
                 raise SagerlError(f"training {run_dir} left no checkpoint")
         ckpt = found

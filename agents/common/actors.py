@@ -44,7 +44,32 @@ class PolicyActor:
         return env.policy_action(self.policy)
 
 
-class TorchPolicyActor:
+class SamplingActor:
+    """A learned policy deciding from masked action probabilities: the argmax, or a draw from a
+    generator seeded by :meth:`reset` (so an episode is reproducible). Subclasses give
+    :meth:`probabilities`; every backend's agent then decides, and is evaluated, the same way.
+    """
+
+    name: str
+    deterministic: bool
+    _gen: np.random.Generator | None = None
+
+    def reset(self, seed: int) -> None:
+        self._gen = np.random.default_rng(seed)
+
+    def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Masked action probabilities for a batch of observations ``(n, D)``."""
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray, mask: np.ndarray, env: PlacementEnv) -> int:
+        p = self.probabilities(obs[None, :], mask[None, :])[0]
+        if self.deterministic:
+            return int(np.argmax(p))
+        gen = self._gen or np.random.default_rng(0)
+        return int(gen.choice(p.size, p=p / p.sum()))
+
+
+class TorchPolicyActor(SamplingActor):
     """A trained SB3 (maskable) actor-critic policy.
 
     Args:
@@ -66,10 +91,6 @@ class TorchPolicyActor:
         self.policy = policy
         self.deterministic = deterministic
         self._torch = torch
-        self._gen: Any = None
-
-    def reset(self, seed: int) -> None:
-        self._gen = np.random.default_rng(seed)
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Action probabilities (masked) for a batch of observations ``(n, D)``."""
@@ -78,10 +99,3 @@ class TorchPolicyActor:
             t = torch.as_tensor(obs, dtype=torch.float32)
             dist = self.policy.get_distribution(t, action_masks=mask)
             return dist.distribution.probs.cpu().numpy()
-
-    def act(self, obs: np.ndarray, mask: np.ndarray, env: PlacementEnv) -> int:
-        p = self.probabilities(obs[None, :], mask[None, :])[0]
-        if self.deterministic:
-            return int(np.argmax(p))
-        gen = self._gen or np.random.default_rng(0)
-        return int(gen.choice(p.size, p=p / p.sum()))

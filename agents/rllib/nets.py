@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.placement import PlacementEnv
+from agents.common.actors import SamplingActor
 
 MASKED_LOGIT = -1e8
 """Logit of an invalid action (finite, so 0 * log p stays 0)."""
@@ -92,22 +92,18 @@ def actor_net(module: Any) -> ActorNet:
     return ActorNet(copy.deepcopy(module.pi).cpu(), int(module.actor_size)).eval()
 
 
-class ActorNetActor:
+class ActorNetActor(SamplingActor):
     """An :class:`~agents.common.actors.Actor` around an RLlib-trained actor network.
 
-    Decides exactly as :class:`~agents.common.actors.TorchPolicyActor` does for the SB3 policy
-    (masked softmax; the argmax, or a draw from a generator seeded by :meth:`reset`), so both
-    backends' agents are evaluated the same way.
+    Decides as :class:`~agents.common.actors.TorchPolicyActor` does for the SB3 policy (both are
+    :class:`~agents.common.actors.SamplingActor`), so both backends' agents are evaluated the
+    same way.
     """
 
     def __init__(self, net: ActorNet, name: str = "agent", deterministic: bool = False) -> None:
         self.name = name
         self.net = net
         self.deterministic = deterministic
-        self._gen: np.random.Generator | None = None
-
-    def reset(self, seed: int) -> None:
-        self._gen = np.random.default_rng(seed)
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Masked action probabilities for a batch of observations ``(n, D)``."""
@@ -115,10 +111,3 @@ class ActorNetActor:
             x = torch.as_tensor(obs[:, : self.net.actor_size], dtype=torch.float32)
             logits = masked(self.net(x), torch.as_tensor(mask, dtype=torch.float32))
             return torch.softmax(logits, dim=1).numpy()
-
-    def act(self, obs: np.ndarray, mask: np.ndarray, env: PlacementEnv) -> int:
-        p = self.probabilities(obs[None, :], mask[None, :])[0]
-        if self.deterministic:
-            return int(np.argmax(p))
-        gen = self._gen or np.random.default_rng(0)
-        return int(gen.choice(p.size, p=p / p.sum()))

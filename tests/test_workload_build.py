@@ -212,9 +212,13 @@ def test_docstring_yaml_examples_validate() -> None:
         validate(WorkloadConfig, data["workload"], "<docstring>")
 
 
-@pytest.mark.skipif(not paths.has_full_data(), reason="full data directory absent")
+FULL_DATA = paths.data_dir(must_exist=False)
+"""The data directory the user configured (read before the module fixture hides it)."""
+
+
+@pytest.mark.skipif(not FULL_DATA.is_dir(), reason="full data directory absent")
 def test_servegen_trace_gets_the_build_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SAGERL_DATA")
+    monkeypatch.setenv("SAGERL_DATA", str(FULL_DATA))
     c = cfg(
         num_requests=500,
         datasets=[

@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
         from sagerl.errors import SagerlError
 
         raise SagerlError("--address needs --backend ray")
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"compare.seeds=[{args.seed}]")
+    cfg = load_compare_config(args.config, overrides)  # config errors first
     if args.backend == "ray":
         from sagerl.compare.ray_backend import require_ray
 
         require_ray("--backend ray")
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"compare.seeds=[{args.seed}]")
-    cfg = load_compare_config(args.config, overrides)
     start = time.perf_counter()
     records, saturation = run_matrix(
         cfg,

@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
         from sagerl.errors import SagerlError
 
         raise SagerlError("--address needs --backend rllib")
+    cfg = load_train_config(args.config, overrides_with_seed(args))  # config errors first
     if args.backend == "rllib":
         from agents.rllib import require_rllib
 
         require_rllib("--backend rllib")
-    cfg = load_train_config(args.config, overrides_with_seed(args))
     start = time.perf_counter()
     if args.backend == "rllib":
         from agents.rllib.train import train_rllib

@@ -15,6 +15,22 @@ import numpy as np
 from envs.placement import PlacementEnv
 
 
+def masked_probabilities(policy: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked action probabilities ``(n, A)`` of an SB3 maskable policy for observations ``(n, D)``.
+
+    The one place that turns an SB3 policy's logits into the probabilities every SB3-based
+    decision (evaluation, online learning, the replay gate) samples from, so they cannot drift.
+    Calls the torch module directly (no ``model.predict`` preprocessing), which roughly halves
+    the per-decision cost at batch size one.
+    """
+    import torch
+
+    with torch.no_grad():
+        t = torch.as_tensor(obs, dtype=torch.float32)
+        dist = policy.get_distribution(t, action_masks=mask)
+        return dist.distribution.probs.cpu().numpy()
+
+
 class Actor(Protocol):
     """A placement decision maker evaluated through :class:`PlacementEnv`."""
 
@@ -80,22 +96,14 @@ class TorchPolicyActor(SamplingActor):
             load balancing its randomness is part of what it learned (it spreads bursts), so the
             sampled policy is the one PPO optimised.
 
-    Calls the torch module directly (no ``model.predict`` preprocessing), which roughly halves
-    the per-decision cost at batch size one.
+    Probabilities come from :func:`masked_probabilities`.
     """
 
     def __init__(self, policy: Any, name: str = "agent", deterministic: bool = True) -> None:
-        import torch
-
         self.name = name
         self.policy = policy
         self.deterministic = deterministic
-        self._torch = torch
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Action probabilities (masked) for a batch of observations ``(n, D)``."""
-        torch = self._torch
-        with torch.no_grad():
-            t = torch.as_tensor(obs, dtype=torch.float32)
-            dist = self.policy.get_distribution(t, action_masks=mask)
-            return dist.distribution.probs.cpu().numpy()
+        return masked_probabilities(self.policy, obs, mask)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
+from agents.common.actors import masked_probabilities
 from envs.placement import PlacementEnv
 
 
@@ -67,10 +67,7 @@ class ReplayGate:
         done = False
         while not done:
             mask = env.action_masks()
-            with torch.no_grad():
-                t = torch.as_tensor(obs[None, :]).float()
-                dist = policy.get_distribution(t, action_masks=mask[None, :])
-                p = dist.distribution.probs[0].cpu().numpy().astype(np.float64)
+            p = masked_probabilities(policy, obs[None, :], mask[None, :])[0].astype(np.float64)
             action = int(rng.choice(p.size, p=p / p.sum()))
             obs, _, done, _, _ = env.step(action)
         return float(env.episode_metrics()["mean_ttlt"])

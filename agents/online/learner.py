@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 
+from agents.common.actors import masked_probabilities
 from agents.online.config import OnlinePPOConfig
 
 _MIN_LOG_PROB = -20.0
@@ -198,12 +199,10 @@ class OnlineLearner:
 
     # ------------------------------------------------------------------ internals
     def _evaluate(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        probs = masked_probabilities(self.policy, obs[None, :], mask[None, :])[0]
         with torch.no_grad():
-            t = torch.as_tensor(obs[None, :]).float()
-            dist = self.policy.get_distribution(t, action_masks=mask[None, :])
-            probs = dist.distribution.probs[0].cpu().numpy().astype(np.float64)
-            value = self.policy.predict_values(t)
-        return probs, value
+            value = self.policy.predict_values(torch.as_tensor(obs[None, :]).float())
+        return probs.astype(np.float64), value
 
     def _remember(
         self,

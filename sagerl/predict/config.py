@@ -109,8 +109,10 @@ class PredictorConfig(StrictModel):
     ``k_fallback`` nearest of both regardless of the threshold."""
 
     search_k: int = Field(default=64, ge=1)
-    """Candidates fetched per index in the single search pass; a query whose candidates are
-    all above the threshold gets a second, exact range search, so this changes speed only."""
+    """Candidates fetched from an IVF warm-up index (pools above ``warmup_ivf_above``) in its
+    single search pass; a query whose candidates are all above the threshold gets a second,
+    range search, so this changes speed only. The history and flat pools are scanned exactly
+    (one BLAS product), which answers range and k-nearest queries at once."""
 
     max_neighbors: int | None = Field(default=None, ge=1)
     """Keep only the most similar neighbours (``None``: all above the threshold, as the paper)."""
@@ -132,7 +134,8 @@ class PredictorConfig(StrictModel):
     """Upper clip of predicted lengths (the log-t tail is unbounded)."""
 
     search_threads: int = Field(default=1, ge=1)
-    """OpenMP threads FAISS may use during a search (restored afterwards)."""
+    """OpenMP threads FAISS may use during an IVF search (restored afterwards). The exact
+    scans always run numpy's BLAS on the calling thread (see ``history.one_blas_thread``)."""
 
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -4,7 +4,7 @@
 name               what it returns
 =================  ==========================================================================
 ``sagesched``      output lengths of past requests whose prompt vector has cosine >= 0.8
-                   (FIFO history of 10,000, FAISS range search); warm-up pool, then the k
+                   (FIFO history of 10,000, exact range search); warm-up pool, then the k
                    nearest, when too few (the paper's predictor)
 ``length-history`` the same, but neighbours are requests of similar prompt *length* (the
                    paper's semantic-unaware ablation)
@@ -31,7 +31,7 @@ from sagerl.predict.config import PredictorConfig
 from sagerl.predict.distribution import LengthDistribution, _from_sorted
 from sagerl.predict.embedder import Embedder
 from sagerl.predict.heads import HeadKind, MLPHead, train_head
-from sagerl.predict.history import FifoHistory
+from sagerl.predict.history import NO_NEIGHBOURS, FifoHistory, Neighbours, exact_search
 from sagerl.predict.warmup import WarmupPool
 from sagerl.workload.request import Request
 
@@ -88,32 +88,37 @@ class SageSchedPredictor(EmbeddingPredictor):
 
     With no history and no pool at all it answers ``prior_length``.
 
-    Cost per request: one FAISS pass over the history (flat, exact: at most 10,000 vectors,
-    15 MB) and, when step 2 is reached, one over the pool (flat up to ``warmup_ivf_above`` rows,
-    an IVF index above, see :meth:`WarmupPool.search_index`). Each pass fetches the top
-    ``search_k`` candidates, which answer both the range query and the k-nearest fallback; only
-    a query whose every candidate passes the threshold runs a second, full range search. On
-    ShareGPT 97% of requests reach step 3: most prompts have no neighbour at cosine 0.8 even
-    among 55,000.
+    Cost per request: one exact scan of the history (a BLAS product of the queries against at
+    most 10,000 stored vectors, 15 MB, on one thread) and, when step 2 is reached, one of the
+    pool (exact up to ``warmup_ivf_above`` rows, an IVF index above, see
+    :meth:`WarmupPool.search_index`). Each scan answers both the range query and the k-nearest
+    fallback (:func:`~sagerl.predict.history.exact_search`); ties in similarity go to the
+    lower slot or row. On ShareGPT 97% of requests reach step 3: most prompts have no
+    neighbour at cosine 0.8 even among 55,000.
     """
 
     def __init__(self, config: PredictorConfig | None = None, embedder: Embedder | None = None):
         super().__init__(config, embedder)
         self.history = FifoHistory(self.config.history_size, self.embedder.dim)
         self._warm_index: Any = None
+        self._warm_t: np.ndarray | None = None
         self._warm_samples = np.zeros((0, 1), dtype=np.int64)
 
     def fit(self, warmup: WarmupPool) -> None:
         cfg = self.config
         self._warm_index = None
+        self._warm_t = None
         self._warm_samples = np.zeros((0, 1), dtype=np.float64)
         warmup = warmup.thin(cfg.warmup_max)
         if len(warmup) == 0:
             return
         if warmup.embeddings is None:
             warmup = warmup.with_embeddings(_warmup_vectors(warmup, self.embedder, self.name))
-        with _faiss_threads(cfg.search_threads):
-            self._warm_index = warmup.search_index(cfg.warmup_ivf_above, cfg.warmup_nprobe)
+        if len(warmup) <= cfg.warmup_ivf_above:
+            self._warm_t = warmup.transposed_embeddings()
+        else:
+            with _faiss_threads(cfg.search_threads):
+                self._warm_index = warmup.search_index(cfg.warmup_ivf_above, cfg.warmup_nprobe)
         self._warm_samples = warmup.samples.astype(np.float64)
 
     def observe_embeddings(
@@ -125,36 +130,48 @@ class SageSchedPredictor(EmbeddingPredictor):
     def predict_from_embeddings(
         self, vectors: np.ndarray, prompt_tokens: np.ndarray
     ) -> list[LengthDistribution]:
-        with _faiss_threads(self.config.search_threads):
-            return self._predict(vectors)
+        return self._predict(vectors)
 
     def _predict(self, vectors: np.ndarray) -> list[LengthDistribution]:
         cfg = self.config
         assert self.history is not None
         q = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.embedder.dim)
         n = len(q)
-        # One pass over each index: the top ``search_k`` candidates give the range-search
-        # result (all candidates >= threshold) unless every candidate is above it, and the
-        # k nearest for the fallback. Only "saturated" queries pay a second, true range search.
-        top = max(cfg.k_fallback, cfg.search_k)
-        h_sims, h_ids = self.history.knn(q, top)
-        h_found = [
-            self._above(h_sims[i], h_ids[i], q[i], self.history.range_search) for i in range(n)
-        ]
-        need = [i for i in range(n) if h_found[i][0].size < cfg.min_neighbors]
-        w_found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        w_top: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if need and self._warm_index is not None:
-            ws, wi = self._warm_index.search(q[need], top)
-            for j, i in enumerate(need):
-                w_top[i] = (ws[j], wi[j])
-                w_found[i] = self._above(ws[j], wi[j], q[i], self._warm_range)
+        # One exact scan per index answers both the range query (every entry >= threshold)
+        # and the k-nearest fallback (see FifoHistory.search).
+        hist = self.history.search(q, cfg.similarity, cfg.k_fallback)
+        need = [i for i in range(n) if hist[i].ids.size < cfg.min_neighbors]
+        warm: dict[int, Neighbours] = {}
+        if need:
+            warm = dict(zip(need, self._warm_search(q[need]), strict=True))
         out = []
         for i in range(n):
-            hist, warm = h_found[i], w_found.get(i, (_EMPTY_I, _EMPTY_F))
-            if hist[0].size + warm[0].size < cfg.min_neighbors:
-                hist, warm = self._nearest((h_sims[i], h_ids[i]), w_top.get(i))
-            out.append(self._distribution(hist, warm))
+            h, w = hist[i], warm.get(i, NO_NEIGHBOURS)
+            h_sel, w_sel = (h.ids, h.sims), (w.ids, w.sims)
+            if h.ids.size + w.ids.size < cfg.min_neighbors:
+                h_sel, w_sel = self._nearest((h.top_sims, h.top_ids), (w.top_sims, w.top_ids))
+            out.append(self._distribution(h_sel, w_sel))
+        return out
+
+    def _warm_search(self, q: np.ndarray) -> list[Neighbours]:
+        """The warm-up pool's neighbours of each query: exact for a flat pool, else IVF."""
+        cfg = self.config
+        if self._warm_t is not None:
+            return exact_search(self._warm_t, q, cfg.similarity, cfg.k_fallback)
+        if self._warm_index is None:
+            return [NO_NEIGHBOURS] * len(q)
+        # IVF (approximate anyway): the top ``search_k`` candidates give the range result
+        # unless every one passes the threshold; only such saturated queries pay a second,
+        # true range search.
+        top = max(cfg.k_fallback, cfg.search_k)
+        out = []
+        with _faiss_threads(cfg.search_threads):
+            ws, wi = self._warm_index.search(q, top)
+            above = [self._above(ws[j], wi[j], q[j], self._warm_range) for j in range(len(q))]
+        for j, (ids, sims) in enumerate(above):
+            valid = wi[j] >= 0
+            k = min(cfg.k_fallback, int(valid.sum()))
+            out.append(Neighbours(ids, sims, wi[j][:k].astype(np.int64), ws[j][:k]))
         return out
 
     def _above(

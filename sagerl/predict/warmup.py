@@ -43,7 +43,7 @@ class WarmupPool:
     samples: np.ndarray
     texts: list[str] | None = None
     embeddings: np.ndarray | None = None
-    _indexes: dict[tuple[int, int], Any] = field(
+    _indexes: dict[tuple[Any, int], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -90,6 +90,21 @@ class WarmupPool:
     def with_embeddings(self, embeddings: np.ndarray) -> WarmupPool:
         """The same pool with prompt vectors attached."""
         return replace(self, embeddings=np.ascontiguousarray(embeddings, dtype=np.float32))
+
+    def transposed_embeddings(self) -> np.ndarray:
+        """The embeddings as a ``(dim, n)`` float32 matrix for exact search, built once.
+
+        A flat pool is scanned with one BLAS product (:func:`~sagerl.predict.history.
+        exact_search`); predictors rebuilt at every episode reset reuse the same matrix.
+        """
+        if self.embeddings is None:
+            raise ValueError("the warm-up pool has no embeddings to search")
+        key = ("transposed", 0)
+        if key not in self._indexes:
+            self._indexes[key] = np.ascontiguousarray(
+                np.asarray(self.embeddings, dtype=np.float32).T
+            )
+        return self._indexes[key]
 
     def search_index(self, ivf_above: int, nprobe: int) -> Any:
         """A FAISS inner-product index over the embeddings, built once per pool and reused.

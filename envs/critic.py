@@ -21,6 +21,7 @@ They are appended after the actor's features; agents zero them on the actor's si
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,40 @@ def hybrid(prompt: float, output: float) -> float:
     return output * (0.5 * output + prompt)
 
 
+_EXACT = 1 << 53
+"""Integers below this are exact as float64."""
+
+
+def remaining_truth(rep: Any) -> tuple[float, float]:
+    """``(true output tokens left, their hybrid cost left)`` over the sequences a replica holds:
+    ``sum(O - g)`` and ``sum((O - g) * ((O - g) / 2 + I + g))``.
+
+    Read in O(1) from the replica's exact integer totals (``true_tokens_left``,
+    ``true_cost2_left`` = twice the cost). The per-sequence float sum gives the very same
+    numbers: every term is a multiple of 1/2 no larger than the total (each sequence has at
+    least one token left), so while twice the total stays below 2**53 no addition rounds.
+    Beyond that (never on real workloads), or for a replica without the totals, the terms are
+    summed one by one as before.
+    """
+    tokens_left: int | None = getattr(rep, "true_tokens_left", None)
+    cost2_left: int | None = getattr(rep, "true_cost2_left", None)
+    if (
+        tokens_left is not None
+        and cost2_left is not None
+        and 0 <= tokens_left < _EXACT
+        and 0 <= cost2_left < _EXACT
+    ):
+        return float(tokens_left), cost2_left / 2
+    tokens = 0.0
+    cost = 0.0
+    for seq in [*rep.running, *(s for _, _, s in rep.waiting)]:
+        g = seq.num_generated
+        left = seq.output_tokens - g
+        tokens += left
+        cost += left * (0.5 * left + seq.prompt_tokens + g)
+    return tokens, cost
+
+
 class CriticFeatures:
     """Fills the privileged block; one instance per environment (it holds the window's arrays).
 
@@ -61,6 +96,8 @@ class CriticFeatures:
         self.size = self.slots * len(PER_REPLICA) + len(GLOBAL)
         self._arrivals = np.zeros(0)
         self._cum_cost = np.zeros(1)
+        self._arrival_list: list[float] = []
+        self._cum_list: list[float] = [0.0]
         self._length = 0
 
     def names(self) -> list[str]:
@@ -75,6 +112,10 @@ class CriticFeatures:
             (hybrid(r.prompt_tokens, r.output_tokens) for r in window), np.float64, len(window)
         )
         self._cum_cost = np.concatenate(([0.0], np.cumsum(costs)))
+        # Python lists of the same values: fill() reads a few entries per decision, where
+        # bisect and float arithmetic beat numpy's per-call overhead (same results).
+        self._arrival_list = self._arrivals.tolist()
+        self._cum_list = self._cum_cost.tolist()
 
     def fill(self, out: np.ndarray, i: int, replicas: Sequence[Any], request: Request) -> None:
         """Write the block for decision ``i`` (request ``request``) into ``out``."""
@@ -82,17 +123,7 @@ class CriticFeatures:
         out[:] = 0.0
         k = 0
         for r in range(min(len(replicas), self.slots)):
-            rep = replicas[r]
-            tokens = 0.0
-            cost = 0.0
-            for seq in rep.running:
-                left = seq.output_tokens - seq.num_generated
-                tokens += left
-                cost += left * (0.5 * left + seq.prompt_tokens + seq.num_generated)
-            for _, _, seq in rep.waiting:
-                left = seq.output_tokens - seq.num_generated
-                tokens += left
-                cost += left * (0.5 * left + seq.prompt_tokens + seq.num_generated)
+            tokens, cost = remaining_truth(replicas[r])
             out[k] = enc.tokens(tokens)
             out[k + 1] = enc.cost(cost)
             k += len(PER_REPLICA)
@@ -100,13 +131,15 @@ class CriticFeatures:
         n = self._length
         out[k] = i / n if n else 0.0
         out[k + 1] = enc.count(n - i)
-        t = self._arrivals[i]
-        ends = np.searchsorted(self._arrivals, [t + h for h in HORIZONS_S], side="right")
+        arrivals = self._arrival_list
+        t = arrivals[i]
+        ends = [bisect_right(arrivals, t + h) for h in HORIZONS_S]  # searchsorted(side="right")
         for j, e in enumerate(ends):
             out[k + 2 + j] = enc.count(float(e - i - 1))
-        cum = self._cum_cost
+        cum = self._cum_list
         out[k + 6] = enc.cost(cum[ends[1]] - cum[i + 1])
         out[k + 7] = enc.cost(cum[ends[3]] - cum[i + 1])
         out[k + 8] = enc.tokens(request.output_tokens)
         out[k + 9] = enc.cost(hybrid(request.prompt_tokens, request.output_tokens))
-        np.clip(out, -CLIP, CLIP, out=out)
+        np.maximum(out, -CLIP, out=out)  # np.clip's values without its Python-level overhead
+        np.minimum(out, CLIP, out=out)

@@ -341,15 +341,18 @@ class PlacementEnv(gym.Env[np.ndarray, np.int64]):
         self._teacher_action = None
         prediction = self.sim.predict(request)
         self._prediction = prediction
-        views = self.sim.views(request.arrival)
+        # Every replica's view is read (mask, encoder, teacher): build them all at once, into
+        # a list (what Simulation.views' LazyViews would build on access, without its lookup).
+        now = request.arrival
+        views = [replica.view(now) for replica in self.replicas]
         self._views = views
         stats = RequestStats.of(request, prediction)
         scores, ok = (None, None)
         if self.config.env.teacher_features:
             scores, ok = self._teacher_estimates(request, views, prediction)
-        self.encoder.action_mask(request, views, out=self._mask)
+        mask = self.encoder.action_mask(request, views, out=self._mask)
         self.encoder.encode(
-            request, views, prediction, scores, ok, stats=stats, out=self._actor_obs
+            request, views, prediction, scores, ok, stats=stats, mask=mask, out=self._actor_obs
         )
         if self.critic is not None:
             self.critic.fill(self._critic_obs, self._i, self.replicas, request)

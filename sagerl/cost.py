@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -101,7 +101,19 @@ def tokens_for_cost(prompt_tokens: float, attained: float, variant: CostVariant 
         return 0
     if variant == "hybrid":
         # g²/2 + I·g = a  ->  g = -I + sqrt(I² + 2a)
-        g = -prompt_tokens + math.sqrt(prompt_tokens * prompt_tokens + 2.0 * attained)
+        p = prompt_tokens
+        g = -p + math.sqrt(p * p + 2.0 * attained)
+        n = max(0, math.ceil(g - 1e-9))
+        # The fix-up below with attained_cost written out (SageSched calls this ~10 times per
+        # request): n * (0.5 * n + p) is cost_scalar's hybrid cost, 0 for n <= 0.
+        while n > 0:
+            m = n - 1
+            if (m * (0.5 * m + p) if m > 0 else 0.0) < attained:
+                break
+            n = m
+        while (n * (0.5 * n + p) if n > 0 else 0.0) < attained:
+            n += 1
+        return n
     elif variant == "output":
         g = attained
     else:
@@ -153,7 +165,7 @@ class CostDistribution:
         w = np.ones_like(x) if probs is None else np.asarray(probs, dtype=np.float64).ravel()
         if x.size == 0 or w.shape != x.shape:
             raise ValueError("a cost distribution needs matching, non-empty lengths and probs")
-        if x.size > 1 and (np.diff(x) < 0).any():
+        if x.size > 1 and (x[1:] < x[:-1]).any():  # np.diff(x) < 0, without the temporary
             order = np.argsort(x, kind="stable")
             x, w = x[order], w[order]
         w = w / w.sum()
@@ -260,3 +272,32 @@ def hybrid_summary(
     mean = float(probs @ x)
     var = float(probs @ (x - mean) ** 2)
     return float(partial[-1]), rank, mean, math.sqrt(max(var, 0.0))
+
+
+_SUMMARIES: dict[int, tuple[Any, float, tuple[float, float, float, float]]] = {}
+_SUMMARIES_MAX = 8
+"""Memo of :func:`prediction_summary`: request id -> (prediction, prompt tokens, summary)."""
+
+
+def prediction_summary(
+    request_id: int, prediction: Any, prompt_tokens: float
+) -> tuple[float, float, float, float]:
+    """:func:`hybrid_summary` of a request's predicted ``LengthDistribution``, memoised.
+
+    One placement decision asks for it twice, from the observation's
+    :class:`~sagerl.features.RequestStats` and from SageSched placement's ``request_summary``
+    (the RL teacher), each unaware of the other; the memo lets both share one computation
+    without either API passing it along. Entries are keyed by request id and valid only for
+    the very same prediction object and prompt length, so a request predicted again (a new
+    episode, another environment in the process) is recomputed. The memo keeps the last few
+    requests only (several environments may interleave in one process); hits return
+    the very tuple computed, so results are bit for bit those of :func:`hybrid_summary`.
+    """
+    hit = _SUMMARIES.get(request_id)
+    if hit is not None and hit[0] is prediction and hit[1] == prompt_tokens:
+        return hit[2]
+    summary = hybrid_summary(prediction.support, prediction.probs, prompt_tokens)
+    if len(_SUMMARIES) >= _SUMMARIES_MAX:
+        _SUMMARIES.clear()  # atomic, unlike evicting the oldest (threads may share the memo)
+    _SUMMARIES[request_id] = (prediction, prompt_tokens, summary)
+    return summary

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sagerl.cost import hybrid_summary
+from sagerl.cost import prediction_summary
 from sagerl.view import ReplicaView
 from sagerl.workload.request import Request
 
@@ -130,13 +130,21 @@ class RequestStats:
         """Stats of ``request`` under ``prediction`` (a LengthDistribution or ``None``).
 
         The cost distribution's mean and exact Gittins rank come from
-        :func:`sagerl.cost.hybrid_summary` (vector operations on the sorted support).
+        :func:`sagerl.cost.hybrid_summary` (vector operations on the sorted support), through
+        the per-request memo that SageSched placement (the teacher) shares.
         """
         i = request.prompt_tokens
         if prediction is None:
             return cls(i, 0.0, 0.0, 0.0, 0.0)
-        mean_cost, rank, mean, std = hybrid_summary(prediction.support, prediction.probs, i)
+        mean_cost, rank, mean, std = prediction_summary(request.id, prediction, i)
         return cls(i, mean, std, mean_cost, rank)
+
+
+def _clip(a: np.ndarray, lo: float, hi: float) -> None:
+    """``np.clip(a, lo, hi, out=a)`` without its Python-level argument handling (same values,
+    NaN included; it runs twice per decision on small arrays)."""
+    np.maximum(a, lo, out=a)
+    np.minimum(a, hi, out=a)
 
 
 def fits(request: Request, view: ReplicaView) -> bool:
@@ -167,7 +175,9 @@ class FeatureEncoder:
         self.edges = np.asarray(spec.hist_edges, dtype=np.float64)
         if self.edges.ndim != 1 or self.edges.size < 2 or (np.diff(self.edges) <= 0).any():
             raise ValueError("hist_edges must be a strictly increasing list of >= 2 values")
+        self._inner_edges = self.edges[1:-1]
         self.levels = np.asarray(spec.quantiles, dtype=np.float64)
+        self._levels_lo = self.levels - 1e-12
         self.num_bins = self.edges.size - 1
         self.replica_size = len(REPLICA_FEATURES)
         self.request_offset = spec.max_replicas * self.replica_size
@@ -182,21 +192,30 @@ class FeatureEncoder:
         self._profile_ok = True
 
     # ------------------------------------------------------------------ transforms
+    # ``min(log1p(max(x, 0.0)) / ref, CLIP)``, written with conditionals: ~50 calls per
+    # decision, and ``0.0 if x < 0.0 else x`` / ``CLIP if y > CLIP else y`` return exactly what
+    # the builtins return (NaN included) without their call overhead.
     def count(self, n: float) -> float:
-        return min(math.log1p(max(n, 0.0)) / self._count_div, CLIP)
+        y = math.log1p(0.0 if n < 0.0 else n) / self._count_div
+        return CLIP if y > CLIP else y
 
     def tokens(self, t: float) -> float:
-        return min(math.log1p(max(t, 0.0)) / self._token_div, CLIP)
+        y = math.log1p(0.0 if t < 0.0 else t) / self._token_div
+        return CLIP if y > CLIP else y
 
     def cost(self, c: float) -> float:
         if c == math.inf:
             return CLIP
-        return min(math.log1p(max(c, 0.0) / self.spec.cost_unit) / self.spec.cost_log_ref, CLIP)
+        spec = self.spec
+        y = math.log1p((0.0 if c < 0.0 else c) / spec.cost_unit) / spec.cost_log_ref
+        return CLIP if y > CLIP else y
 
     def time(self, t: float) -> float:
         if t == math.inf or t != t:  # inf or nan: "far worse than anything"
             return CLIP
-        return min(math.log1p(max(t, 0.0) / self.spec.time_unit) / self.spec.time_log_ref, CLIP)
+        spec = self.spec
+        y = math.log1p((0.0 if t < 0.0 else t) / spec.time_unit) / spec.time_log_ref
+        return CLIP if y > CLIP else y
 
     # ------------------------------------------------------------------ encoding
     def feature_names(self) -> list[str]:
@@ -237,6 +256,7 @@ class FeatureEncoder:
         teacher_ok: Sequence[bool] | None = None,
         *,
         stats: RequestStats | None = None,
+        mask: np.ndarray | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The observation vector for placing ``request`` given ``views``.
@@ -250,6 +270,8 @@ class FeatureEncoder:
                 better; ``inf`` for replicas it would never pick), or ``None``.
             teacher_ok: Per replica, whether the teacher's own safety test passes.
             stats: Precomputed :class:`RequestStats` (computed here when ``None``).
+            mask: :meth:`action_mask` of the same request and views, when the caller already
+                has it (the environment does), so it is not computed twice per decision.
             out: Write into this float32 array of :attr:`size` instead of returning a copy.
 
         Returns:
@@ -257,11 +279,14 @@ class FeatureEncoder:
         """
         spec = self.spec
         buf = self._buf
-        buf[:] = 0.0
+        buf.fill(0.0)
         rep = self._rep
         st = stats or RequestStats.of(request, prediction)
         n = min(len(views), spec.max_replicas)
-        mask = self.action_mask(request, views, out=self._mask)
+        if mask is None:
+            mask = self.action_mask(request, views, out=self._mask)
+        # NOTE: bound once; the loops below run per replica and decision.
+        count, cost, time_ = self.count, self.cost, self.time
 
         rates = [0.0] * n
         for i in range(n):
@@ -283,10 +308,12 @@ class FeatureEncoder:
         least_n = math.inf
         least_kv = math.inf
         total_outstanding = 0
+        available = 0
         for i in range(n):
             v = views[i]
             total_outstanding += v.num_running + v.num_waiting
             if mask[i]:
+                available += 1
                 least_n = min(least_n, v.num_running + v.num_waiting)
                 least_kv = min(least_kv, v.kv_usage)
         mean_n = total_outstanding / n if n else 0.0
@@ -300,20 +327,20 @@ class FeatureEncoder:
             row[0] = 1.0
             row[1] = 1.0 if mask[i] else 0.0
             row[2] = 1.0 if v.healthy else 0.0
-            row[3] = self.count(v.num_running)
-            row[4] = self.count(v.num_waiting)
+            row[3] = count(v.num_running)
+            row[4] = count(v.num_waiting)
             kv = v.kv_blocks_used / v.kv_blocks_total if v.kv_blocks_total else 1.0
             row[5] = kv
-            row[6] = self.cost(ahead)
-            row[7] = self.cost(behind_work)
-            row[8] = self.count(behind_n)
-            row[9] = self.cost(rate)
+            row[6] = cost(ahead)
+            row[7] = cost(behind_work)
+            row[8] = count(behind_n)
+            row[9] = cost(rate)
             row[10] = rate / fastest if fastest > 0 else 0.0
-            row[11] = self.time((ahead + st.mean_cost) / rate if rate > 0 else math.inf)
+            row[11] = time_((ahead + st.mean_cost) / rate if rate > 0 else math.inf)
             if teacher is not None:
                 s = float(teacher[i])
-                row[12] = self.time(s)
-                row[13] = self.time(s - best_score) if best >= 0 else CLIP
+                row[12] = time_(s)
+                row[13] = time_(s - best_score) if best >= 0 else CLIP
                 row[14] = 1.0 if i == best else 0.0
                 row[15] = 1.0 if teacher_ok is None or teacher_ok[i] else 0.0
             row[16] = (v.num_running + v.num_waiting - least_n) / (1.0 + mean_n)
@@ -328,10 +355,10 @@ class FeatureEncoder:
             buf[q + 4] = self.cost(st.mean_cost)
             buf[q + 5] = self.cost(st.rank)
             self._distribution(prediction)
-        buf[q + 6] = float(mask[:n].sum()) / spec.max_replicas
-        buf[q + 7] = self.count(total_outstanding)
+        buf[q + 6] = float(available) / spec.max_replicas
+        buf[q + 7] = count(total_outstanding)
         buf[q + 8] = 0.0 if teacher is None else 1.0
-        np.clip(buf, -CLIP, CLIP, out=buf)
+        _clip(buf, -CLIP, CLIP)
         if out is not None:
             out[:] = buf
             return out
@@ -360,12 +387,18 @@ class FeatureEncoder:
         """Histogram and quantiles of the predicted length into the buffer."""
         support, probs = prediction.support, prediction.probs
         nb = self.num_bins
-        b = np.searchsorted(self.edges, support, side="right") - 1
-        np.clip(b, 0, nb - 1, out=b)
+        # searchsorted(edges, x, "right") - 1 clipped to [0, nb - 1] is the search among the
+        # inner edges: below edges[1] is bin 0, from edges[-2] on the last bin.
+        b = np.searchsorted(self._inner_edges, support, side="right")
         h = self.hist_offset
         self._buf[h : h + nb] = np.bincount(b, weights=probs, minlength=nb)
-        cdf = np.cumsum(probs)
-        idx = np.searchsorted(cdf, self.levels - 1e-12, side="left")
+        # A LengthDistribution caches its CDF (SageSched placement's quantile filled it); it is
+        # the cumulative sum with the last entry set to exactly 1, which moves no quantile
+        # below 1 - 1e-12, so the levels land on the same support points either way.
+        cdf = getattr(prediction, "cdf_at_support", None)
+        if cdf is None:
+            cdf = np.cumsum(probs)
+        idx = np.searchsorted(cdf, self._levels_lo, side="left")
         np.minimum(idx, support.size - 1, out=idx)
         qv = support[idx]
         qo = self.quant_offset

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +34,8 @@ class QueueProfile:
     def build(cls, pairs: Iterable[tuple[float, float]]) -> QueueProfile:
         """From ``(rank, work)`` pairs in any order (O(Q log Q))."""
         ordered = sorted(pairs)
-        prefix = [0.0]
-        total = 0.0
-        for _, work in ordered:
-            total += work
-            prefix.append(total)
+        # accumulate adds left to right from 0.0, exactly as a running total would.
+        prefix = list(accumulate([w for _, w in ordered], initial=0.0))
         return cls([r for r, _ in ordered], prefix)
 
     def __len__(self) -> int:

@@ -64,22 +64,64 @@ def gittins_rank(dist: CostDistribution, generated: float = 0.0) -> float | None
         The rank in the cost's units, or ``None`` if ``generated`` outlives every sample.
     """
     j = dist.alive_from(generated)
-    m = dist.support.size
-    if j >= m:
+    if j >= dist.support.size:
         return None
-    a = dist.attained(generated)
+    return gittins_rank_from(dist, j, dist.attained(generated))
+
+
+def gittins_rank_from(
+    dist: CostDistribution,
+    j: int,
+    a: float,
+    lists: tuple[list[float], list[float], list[float]] | None = None,
+) -> float:
+    """:func:`gittins_rank` once the caller has found ``j`` (the first support point alive,
+    ``j < len(dist)``) and ``a`` (the attained cost), e.g. beside the remaining mean.
+
+    Args:
+        dist: The request's cost distribution.
+        j: Index of the first sampled length above the generated count.
+        a: Attained cost.
+        lists: ``(cdf, partial, support)`` of ``dist`` as Python lists, if the caller keeps
+            them: the short-tail loop then reads plain floats (the same values, so the same
+            rank bit for bit).
+    """
+    m = dist.support.size
     if m - j <= _SMALL:
-        return _rank_python(dist, j, a)
+        if lists is None:
+            return _rank_python(dist, j, a)
+        return _rank_lists(*lists, j, a)
+    if j == 0 and a == 0.0:
+        # Before any output (the rank every request is queued with): f0 = s0 = a = 0, and
+        # subtracting or adding those zeros changes no bit, so four array operations go.
+        cdf = dist.cdf
+        return float(((dist.partial + (1.0 - cdf) * dist.support) / cdf).min())
     f0 = dist.cdf[j - 1] if j else 0.0
     s0 = dist.partial[j - 1] if j else 0.0
     cdf = dist.cdf[j:]
     mass = cdf - f0
     num = (dist.partial[j:] - s0) - a * mass + (1.0 - cdf) * (dist.support[j:] - a)
-    return float(np.min(num / mass))
+    return float((num / mass).min())
 
 
 _SMALL = 24
 """Below this many surviving support points a Python loop beats numpy's per-call overhead."""
+
+
+def _rank_lists(
+    cdf: list[float], partial: list[float], support: list[float], j: int, a: float
+) -> float:
+    """:func:`_rank_python` on Python lists (float() of each entry gives the same values)."""
+    f0 = cdf[j - 1] if j else 0.0
+    s0 = partial[j - 1] if j else 0.0
+    best = float("inf")
+    for k in range(j, len(support)):
+        fk = cdf[k]
+        mass = fk - f0
+        value = (partial[k] - s0 - a * mass + (1.0 - fk) * (support[k] - a)) / mass
+        if value < best:
+            best = value
+    return best
 
 
 def _rank_python(dist: CostDistribution, j: int, a: float) -> float:

@@ -34,10 +34,11 @@ from sagerl.cost import (
     attained_cost,
     check_variant,
     hybrid_summary,
+    prediction_summary,
     tokens_for_cost,
 )
 from sagerl.errors import ConfigError, SagerlError
-from sagerl.policy.gittins import GittinsMode, OutlivedRule, rank
+from sagerl.policy.gittins import GittinsMode, OutlivedRule, gittins_rank_from, rank
 from sagerl.policy.ordering import ORDERING, OrderingPolicy
 from sagerl.policy.placement import PLACEMENT, PlacementPolicy
 from sagerl.sim.sequence import NEVER, Sequence
@@ -71,12 +72,17 @@ class _RankState:
         g_ref: The refresh point the cached rank was computed at (-1: none yet).
         rank: Cached rank (token² units); 0 or inf under the outlived rules.
         work: Expected remaining cost at ``g_ref`` (token² units).
+        lists: ``dist``'s lengths, CDF, partial expectations and support as Python lists,
+            built on the first refresh (``None`` until then, and again when ``dist`` is
+            replaced): each refresh then needs a bisection and a few float operations instead
+            of numpy calls on scalars.
     """
 
-    __slots__ = ("bounds", "dist", "g_ref", "rank", "work")
+    __slots__ = ("bounds", "dist", "g_ref", "lists", "rank", "work")
 
     def __init__(self, dist: CostDistribution, bounds: list[int]) -> None:
         self.dist = dist
+        self.lists: tuple[list[float], list[float], list[float], list[float]] | None = None
         self.bounds = bounds
         self.g_ref = -1
         self.rank = 0.0
@@ -179,7 +185,12 @@ class SageSched(OrderingPolicy):
 
     def _compute(self, seq: Sequence, st: _RankState, g_ref: int) -> None:
         dist = st.dist
-        work = dist.remaining_mean(g_ref)
+        if self.gittins == "exact" and self.index == "gittins":
+            if self._compute_exact(st, dist, g_ref):
+                return
+            work = None
+        else:
+            work = dist.remaining_mean(g_ref)
         if work is None:  # outlived every sample
             if self.outlived == "restart":
                 # The remaining length is assumed distributed like the original prediction.
@@ -188,6 +199,7 @@ class SageSched(OrderingPolicy):
                     pred.support + g_ref, pred.probs, seq.prompt_tokens, self.cost
                 )
                 st.dist = shifted
+                st.lists = None
                 st.bounds = self._bounds(shifted, g_ref) if self.refresh != "none" else []
                 self._compute(seq, st, g_ref)
                 return
@@ -202,6 +214,35 @@ class SageSched(OrderingPolicy):
                 r = rank(dist, g_ref, self.gittins, self.buckets)
                 st.rank = work if r is None else r
         st.g_ref = g_ref
+
+    def _compute_exact(self, st: _RankState, dist: CostDistribution, g_ref: int) -> bool:
+        """The exact-Gittins refresh: :meth:`CostDistribution.remaining_mean` and
+        :func:`~sagerl.policy.gittins.gittins_rank` sharing one bisection and one attained cost,
+        on the state's Python lists (the same operations on the same values, so the same bits).
+
+        Returns:
+            False when ``g_ref`` outlived every sample (nothing is written).
+        """
+        lists = st.lists
+        if lists is None:
+            lists = st.lists = (
+                dist.lengths.tolist(),
+                dist.cdf.tolist(),
+                dist.partial.tolist(),
+                dist.support.tolist(),
+            )
+        lengths, cdf, partial, support = lists
+        j = bisect.bisect_right(lengths, g_ref)  # CostDistribution.alive_from
+        if j >= len(support):
+            return False
+        below_p = cdf[j - 1] if j else 0.0
+        below_x = partial[j - 1] if j else 0.0
+        a = dist.attained(g_ref)
+        work = (partial[-1] - below_x) / (1.0 - below_p) - a
+        st.work = work
+        st.rank = gittins_rank_from(dist, j, a, (cdf, partial, support))
+        st.g_ref = g_ref
+        return True
 
     # ------------------------------------------------------------------ policy API
     def key(self, seq: Sequence, now: float) -> tuple[float, float, int]:
@@ -224,6 +265,22 @@ class SageSched(OrderingPolicy):
         if st.g_ref < 0:
             self.key(seq, 0.0)
         return st.rank, st.work
+
+    def profiles(self, seqs: list[Sequence]) -> list[tuple[float, float]]:
+        """:meth:`profile` of each sequence, in order, for a replica's queue profile.
+
+        Queued sequences were keyed when queued, so their cached state is current: it is read
+        directly (a rebuild happens per decision and replica whose queue changed).
+        """
+        out: list[tuple[float, float]] = []
+        append = out.append
+        for seq in seqs:
+            st = seq.policy_state
+            if st is None or st.g_ref < 0:
+                append(self.profile(seq))
+            else:
+                append((st.rank, st.work))
+        return out
 
 
 def hybrid_profile(seq: Sequence) -> tuple[float, float]:
@@ -316,9 +373,18 @@ class SageSchedPlacement(PlacementPolicy):
             high = self.fallback_length
         else:
             support, probs = prediction.support, prediction.probs
-            high = float(prediction.quantile(self.kv_quantile))
+            cdf = getattr(prediction, "cdf_at_support", None)
+            if cdf is None:
+                high = float(prediction.quantile(self.kv_quantile))
+            else:  # LengthDistribution.quantile, without its per-call array checks
+                k = bisect.bisect_left(cdf, self.kv_quantile - 1e-12)
+                high = float(support[min(k, support.size - 1)])
         if self.gittins == "exact":
-            mean_cost, r0, mean_len, _ = hybrid_summary(support, probs, request.prompt_tokens)
+            if prediction is None:
+                summary = hybrid_summary(support, probs, request.prompt_tokens)
+            else:  # memoised: the RL observation asks for the same summary
+                summary = prediction_summary(request.id, prediction, request.prompt_tokens)
+            mean_cost, r0, mean_len, _ = summary
             return r0, mean_cost, mean_len, high
         dist = CostDistribution.from_lengths(support, probs, request.prompt_tokens, "hybrid")
         r = rank(dist, 0, self.gittins)

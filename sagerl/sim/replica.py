@@ -20,6 +20,10 @@ are affine in the KV tokens read (``StepTimer`` contract), the context grows by 
 sequence per step, so the segment's duration, the KV block-time integral, and the block count at
 any instant are closed forms. An arrival truncates the segment to the iterations that started
 before it (``truncate``). Results equal step-by-step mode up to float rounding (tested).
+Block accounting stays O(log B) per plan, view and truncation: the replica's free blocks count
+the whole segment from its start, the blocks reached by any iteration follow from the sorted
+``(-computed) % block_size`` offsets (:func:`batch_blocks_delta`), and each sequence's own
+``blocks`` is brought up to date when the segment completes.
 
 Cost per segment is O(B log B) for B running sequences; per single step O(B + admitted).
 
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,6 +84,15 @@ class StepPlan:
         computed0: ``num_computed`` of each scheduled sequence at the plan's start (segments).
         blocks_during: Blocks allocated during the (single) iteration.
         segment: True for a fast-path segment (even one truncated to a single iteration).
+        offsets: Segments: ``(-c) % block_size`` for each ``computed0`` entry, sorted; the
+            block count of the whole batch after any number of iterations follows from it in
+            O(log B) (:func:`batch_blocks_delta`), so views need no pass over the batch.
+        rekey_gap: Segments: the fewest generated tokens any sequence had left before its key
+            changes (``rekey_at - num_generated``; ``NEVER`` without progress keys). A segment
+            that ends short of it re-keys nobody, so the next ``schedule`` skips that pass.
+        rekey_next: Segments: the sequences at that fewest count, in batch order: the only ones
+            a segment that runs its full length (``k == rekey_gap``) brings to their key change.
+        kv0: Segments: KV tokens read by iteration 0 (``sum(computed0) + len(computed0)``).
     """
 
     start: float
@@ -89,6 +103,10 @@ class StepPlan:
     computed0: list[int] = field(default_factory=list)
     blocks_during: int = 0
     segment: bool = False
+    offsets: list[int] = field(default_factory=list)
+    rekey_gap: int = NEVER
+    rekey_next: list[Sequence] = field(default_factory=list)
+    kv0: int = 0
 
     def elapsed(self, steps: int) -> float:
         """Duration of the first ``steps`` iterations, s (closed form of the arithmetic series)."""
@@ -122,6 +140,21 @@ class StepPlan:
 
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
+
+
+def batch_blocks_delta(offsets: list[int], x0: int, x1: int, bs: int) -> int:
+    """``sum_i ceil((c_i + x1) / bs) - ceil((c_i + x0) / bs)`` for ``x0, x1 >= 0``, given the
+    sorted ``offsets`` ``(-c_i) % bs``, in O(log B) instead of a pass over the batch.
+
+    With ``o_i = (-c_i) % bs``, ``c_i + o_i`` is a multiple of ``bs``, and for ``x - 1 = Q*bs + R``
+    (``0 <= R < bs``, so ``Q = -1`` for ``x = 0``):
+    ``ceil((c_i + x) / bs) = (c_i + o_i) / bs + Q + 1 - [o_i > R]``. Summed, the ``c_i`` part
+    cancels in the difference and ``#{o_i <= R}`` is a binary search. Integer arithmetic
+    throughout, so it equals the per-sequence sum exactly (tested).
+    """
+    q1, r1 = divmod(x1 - 1, bs)
+    q0, r0 = divmod(x0 - 1, bs)
+    return len(offsets) * (q1 - q0) + bisect_right(offsets, r1) - bisect_right(offsets, r0)
 
 
 def segment_block_time(computed0: list[int], k: int, a: float, b: float, bs: int) -> float:
@@ -215,6 +248,15 @@ class Replica:
         self._profile: QueueProfile | None = None
         self._profile_version = -1
         self._next_period_rekey = 0.0  # time of the next rekey_period_s re-key, s
+        # False once _rekey_progressed ran and no running sequence can have reached its rekey_at
+        # since (a segment that ended short of its plan's rekey_gap generated too few tokens).
+        self._rekey_due = True
+        # When due after a segment: the only sequences that can have reached it (None: any).
+        self._rekey_only: list[Sequence] | None = None
+        # decode_coefficients(num) memoised per batch size for the current timer (pure function
+        # of both; a cluster event may swap the timer, which empties the memo).
+        self._coef_timer: StepTimer | None = None
+        self._coef: dict[int, tuple[float, float]] = {}
         # Statistics.
         self.busy_time = 0.0
         self.block_time = 0.0
@@ -223,6 +265,14 @@ class Replica:
         self.num_plans = 0
         self.num_segments = 0
         self.num_preemptions = 0
+        # Simulator-only knowledge for privileged observations (envs.critic): over the
+        # sequences held (running and waiting), the true output tokens still to come,
+        # sum(O - g), and twice their hybrid cost still to come,
+        # sum((O - g) * (O + g + 2 I)) = 2 * sum((O - g) * ((O - g) / 2 + I + g)). Exact integers,
+        # updated in O(1) per plan, so a reader needs no pass over the sequences. A finished
+        # sequence (g = O) contributes 0 to both.
+        self.true_tokens_left = 0
+        self.true_cost2_left = 0
 
     # ------------------------------------------------------------------ queue
     def add(self, seq: Sequence, now: float) -> None:
@@ -234,6 +284,11 @@ class Replica:
             )
         seq.replica = self.index
         seq.status = SeqStatus.WAITING
+        left = seq.output_tokens - seq.num_generated
+        self.true_tokens_left += left
+        self.true_cost2_left += left * (
+            seq.output_tokens + seq.num_generated + 2 * seq.prompt_tokens
+        )
         self._enqueue(seq, now)
 
     def _enqueue(self, seq: Sequence, now: float) -> None:
@@ -261,15 +316,18 @@ class Replica:
         heapq.heapify(self.waiting)
         self._version += 1
 
-    def _rekey_progressed(self, now: float) -> None:
+    def _rekey_progressed(self, now: float, only: list[Sequence] | None = None) -> None:
         """Re-key the running sequences whose generated count reached their ``rekey_at``.
 
         Waiting sequences generate nothing, so the keys they got when queued stay valid.
+        ``only``: the candidates, a subset of the running ones in their order (the rest are
+        known not to have reached it); finished ones among them are skipped.
         """
         ordering = self.ordering
         changed = False
-        for seq in self.running:
-            if seq.num_generated >= seq.rekey_at:
+        running_status = SeqStatus.RUNNING
+        for seq in self.running if only is None else only:
+            if seq.num_generated >= seq.rekey_at and seq.status is running_status:
                 seq.sort_key = ordering.key(seq, now)
                 seq.rekey_at = ordering.next_rekey(seq)
                 changed = True
@@ -300,8 +358,10 @@ class Replica:
         elif ordering.rekey_period_s is not None and now >= self._next_period_rekey:
             self._rekey(now)
             self._next_period_rekey = now + ordering.rekey_period_s
-        elif ordering.progress_keys:
-            self._rekey_progressed(now)
+        elif ordering.progress_keys and self._rekey_due:
+            self._rekey_progressed(now, self._rekey_only)
+            self._rekey_due = False
+            self._rekey_only = None
         plan = self._plan_step(now)
         if plan is None:
             self.plan = None
@@ -328,42 +388,64 @@ class Replica:
 
     def _plan_step(self, now: float) -> StepPlan | None:
         cfg = self.config
+        tried = False
         if cfg.fast_path and not self.waiting and self.running:
             # Common case (a segment ended on a completion or a truncation): if everything is
             # decoding, plan the next segment directly, skipping the general iteration.
             segment = self._plan_segment(now, None)
             if segment is not None:
                 return segment
+            # NOTE: then the general iteration below cannot end in a segment either: with
+            # nothing waiting it schedules the same batch (or preempts), every running sequence
+            # holds ceil(num_computed / block) blocks at a plan's start, so the retry would see
+            # the same tokens left, rekey gaps and free blocks and refuse again.
+            tried = True
         bs = self.block_size
         budget = cfg.max_num_batched_tokens
         scheduled: dict[Sequence, int] = {}
         preempted = False
         extra_time = 0.0
+        # The batch's shape (tokens, prefill attention pairs, decode KV tokens) is summed while
+        # scheduling, in the order of ``scheduled``; if a preemption takes a sequence back out,
+        # it is summed again below from what remains (the same order, so the same floats).
+        num_tokens = 0
+        pairs = 0.0
+        kv_tokens = 0
+        unscheduled = False
 
+        running_status = SeqStatus.RUNNING
         for seq in list(self.running):
-            if seq.status is not SeqStatus.RUNNING:
+            if seq.status is not running_status:
                 continue  # preempted earlier in this iteration
             if budget <= 0:
                 break
             c = seq.num_computed
-            n = seq.prompt_tokens + seq.num_generated - c
+            known = seq.prompt_tokens + seq.num_generated
+            n = known - c
             if n > budget:
                 n = budget
             need = -(-(c + n) // bs) - seq.blocks
-            while need > self.free_blocks:
-                victim = self.ordering.memory_victim(self.running)
-                if victim in scheduled:
-                    budget += scheduled.pop(victim)
-                extra_time += self._preempt(victim, now)
-                preempted = True
-                if victim is seq:
-                    break
-            if seq.status is not SeqStatus.RUNNING:
-                continue
+            if need > self.free_blocks:
+                while need > self.free_blocks:
+                    victim = self.ordering.memory_victim(self.running)
+                    if victim in scheduled:
+                        budget += scheduled.pop(victim)
+                        unscheduled = True
+                    extra_time += self._preempt(victim, now)
+                    preempted = True
+                    if victim is seq:
+                        break
+                if seq.status is not running_status:
+                    continue
             self.free_blocks -= need
             seq.blocks += need
             scheduled[seq] = n
             budget -= n
+            num_tokens += n
+            if n == 1 and c + 1 == known:
+                kv_tokens += c + 1
+            else:
+                pairs += n * (c + (n + 1) / 2)
 
         rank_preempted: list[Sequence] = []
         if not preempted:
@@ -385,6 +467,7 @@ class Replica:
                         break
                     if victim in scheduled:
                         budget += scheduled.pop(victim)
+                        unscheduled = True
                     extra_time += self._preempt(victim, now)
                     rank_preempted.append(victim)
                     continue
@@ -400,24 +483,32 @@ class Replica:
                 self.running.append(seq)
                 scheduled[seq] = n
                 budget -= n
+                num_tokens += n
+                c = seq.num_computed
+                if n == 1 and c + 1 == seq.prompt_tokens + seq.num_generated:
+                    kv_tokens += c + 1
+                else:
+                    pairs += n * (c + (n + 1) / 2)
 
         if not scheduled:
             return None
 
-        num_tokens = 0
-        pairs = 0.0
-        kv_tokens = 0
-        for seq, n in scheduled.items():
-            num_tokens += n
-            c = seq.num_computed
-            if n == 1 and c + 1 == seq.prompt_tokens + seq.num_generated:
-                kv_tokens += c + 1
-            else:
-                pairs += n * (c + (n + 1) / 2)
+        if unscheduled:
+            num_tokens = 0
+            pairs = 0.0
+            kv_tokens = 0
+            for seq, n in scheduled.items():
+                num_tokens += n
+                c = seq.num_computed
+                if n == 1 and c + 1 == seq.prompt_tokens + seq.num_generated:
+                    kv_tokens += c + 1
+                else:
+                    pairs += n * (c + (n + 1) / 2)
         used = self.kv_blocks_total - self.free_blocks
 
         if (
             cfg.fast_path
+            and not tried
             and pairs == 0
             and extra_time == 0.0
             and not preempted
@@ -451,46 +542,60 @@ class Replica:
         The waiting queue cannot be admitted in any of the k iterations: free blocks only shrink
         and the budget left for waiting sequences stays the same, so a blocked head stays blocked.
         """
-        bs = self.block_size
         running = self.running
         num = len(running)
         if not num:
             return None
-        if scheduled is None:
-            if num > self.config.max_num_batched_tokens:
-                return None
-            for s in running:
-                if s.num_computed + 1 != s.prompt_tokens + s.num_generated:
-                    return None
-        # One pass (the fast path's hottest loop): the fewest tokens any sequence has left, and
-        # with progress keys, the fewest before any key changes (OrderingPolicy.next_rekey).
+        check = scheduled is None
+        if check and num > self.config.max_num_batched_tokens:
+            return None
+        bs = self.block_size
+        # One pass (the fast path's hottest loop): whether all decode, the fewest tokens any
+        # sequence has left, and with progress keys the fewest before any key changes
+        # (OrderingPolicy.next_rekey). NOTE: written out for speed; every quantity is an int.
         k = NEVER
+        gap = NEVER
+        at_gap: list[Sequence] = []  # the sequences whose key changes first
         progress = self.ordering.progress_keys
-        computed0 = []
+        computed0: list[int] = []
+        append = computed0.append
         for s in running:
+            c = s.num_computed
             g = s.num_generated
+            if check and c + 1 != s.prompt_tokens + g:
+                return None
             left = s.output_tokens - g
             if left < k:
                 k = left
-            if progress and s.rekey_at - g < k:
-                k = s.rekey_at - g
-            computed0.append(s.num_computed)
+            if progress:
+                d = s.rekey_at - g
+                if d <= gap:
+                    if d < gap:
+                        gap = d
+                        at_gap = [s]
+                    else:
+                        at_gap.append(s)
+            append(c)
+        if gap < k:
+            k = gap
         if k <= 1:
             return None
         # Exact memory bound. Free blocks before iteration 0 allocated: free0. Sequence i needs
         # a new block at iteration j iff j == (-c_i) mod bs (mod bs). The (free0+1)-th
         # allocation happens at iteration (free0 // num) * bs + sorted_offsets[free0 % num].
-        if scheduled is None:
-            free0 = self.free_blocks
-        else:
-            allocated0 = sum(s.blocks for s in running) - sum(_blocks(c, bs) for c in computed0)
-            free0 = self.free_blocks + allocated0
-        offsets = sorted((-c) % bs for c in computed0)
+        allocated0 = 0  # blocks the general planner already gave iteration 0
+        if not check:
+            for s, c in zip(running, computed0, strict=True):
+                allocated0 += s.blocks + (c // -bs)  # s.blocks - ceil(c / bs)
+        free0 = self.free_blocks + allocated0
+        offsets = [-c % bs for c in computed0]
+        offsets.sort()
         k_mem = (free0 // num) * bs + offsets[free0 % num]
-        k = min(k, k_mem)
+        if k_mem < k:
+            k = k_mem
         if k <= 1:
             return None
-        base, per_kv = self.timer.decode_coefficients(num)
+        base, per_kv = self._decode_coefficients(num)
         kv0 = sum(computed0) + num
         a, b = base + per_kv * kv0, per_kv * num
         if self.ordering.rekey_period_s is not None:
@@ -500,10 +605,13 @@ class Replica:
             if k <= 1:
                 return None
         # Allocate the blocks the whole segment needs now; views subtract what is not yet used.
-        for s, c in zip(running, computed0, strict=True):
-            nb = _blocks(c + k, bs)
-            self.free_blocks -= nb - s.blocks
-            s.blocks = nb
+        # Every running sequence holds ceil(c / bs) blocks at a plan's start (plus iteration 0's
+        # when the general planner ran it), and ceil((c + k) / bs) at the segment's end: the
+        # difference, summed, comes from the sorted offsets. NOTE: each Sequence.blocks is
+        # brought up to date when the segment completes (complete()), not here; nothing reads
+        # it in between, and this saves a pass over the batch per segment and per truncation.
+        grow = batch_blocks_delta(offsets, 0, k, bs)
+        self.free_blocks -= grow - allocated0
         self.num_segments += 1
         return StepPlan(
             start=now,
@@ -513,7 +621,26 @@ class Replica:
             scheduled=[(s, 1) for s in running],
             computed0=computed0,
             segment=True,
+            offsets=offsets,
+            rekey_gap=gap,
+            rekey_next=at_gap,
+            kv0=kv0,
         )
+
+    def _decode_coefficients(self, num: int) -> tuple[float, float]:
+        """``timer.decode_coefficients(num)``, memoised (a segment asks once per plan).
+
+        Step-time models are stateless (the :class:`StepTimer` contract; a slowdown event
+        installs a new timer object, which empties the memo, and so does :meth:`reset`).
+        """
+        timer = self.timer
+        if timer is not self._coef_timer:
+            self._coef_timer = timer
+            self._coef = {}
+        coef = self._coef.get(num)
+        if coef is None:
+            coef = self._coef[num] = timer.decode_coefficients(num)
+        return coef
 
     def truncate(self, t: float) -> float | None:
         """An arrival at ``t`` cuts a fast-path segment to the iterations started before ``t``.
@@ -527,11 +654,8 @@ class Replica:
         k_new = max(1, plan.starts_before(t))
         if k_new >= plan.k:
             return None
-        bs = self.block_size
-        for (s, _), c in zip(plan.scheduled, plan.computed0, strict=True):
-            nb = _blocks(c + k_new, bs)
-            self.free_blocks += s.blocks - nb
-            s.blocks = nb
+        # Give back the blocks of the iterations cut (sequence counts follow in complete()).
+        self.free_blocks += batch_blocks_delta(plan.offsets, k_new, plan.k, self.block_size)
         plan.k = k_new
         return plan.end
 
@@ -546,22 +670,43 @@ class Replica:
         self.num_plans += 1
         finished: list[Sequence] = []
         if not plan.segment:
+            self._rekey_due = True  # a single step may take anyone to its rekey_at
+            self._rekey_only = None
             self.num_steps += 1
             if self.track_block_time:
                 self.block_time += plan.blocks_during * duration
             self.peak_blocks = max(self.peak_blocks, plan.blocks_during)
+            running_status = SeqStatus.RUNNING
+            tokens = cost2 = 0  # true remaining output consumed (see reset)
             for seq, n in plan.scheduled:
-                if seq.status is not SeqStatus.RUNNING:
+                if seq.status is not running_status:
                     continue
-                seq.num_computed += n
-                if seq.num_computed == seq.prompt_tokens + seq.num_generated:
-                    seq.num_generated += 1
-                    if seq.num_generated == 1:
+                c = seq.num_computed + n
+                seq.num_computed = c
+                g = seq.num_generated
+                if c == seq.prompt_tokens + g:
+                    g += 1
+                    seq.num_generated = g
+                    tokens += 1
+                    cost2 += 2 * c + 1  # (g+1)² + 2I(g+1) - g² - 2Ig, with c = I + g
+                    if g == 1:
                         seq.first_token_time = now
-                    if seq.num_generated == seq.output_tokens:
+                    if g == seq.output_tokens:
                         finished.append(seq)
+            self.true_tokens_left -= tokens
+            self.true_cost2_left -= cost2
         else:
             k = plan.k
+            # Every sequence decodes k tokens; with c = I + g - 1 at the start and
+            # kv0 = sum(c) + num, sum over them of (g+k)² + 2I(g+k) - g² - 2Ig is
+            # k * (2 * kv0 + num * k).
+            num = len(plan.scheduled)
+            self.true_tokens_left -= num * k
+            self.true_cost2_left -= k * (2 * plan.kv0 + num * k)
+            if k >= plan.rekey_gap:  # then k == rekey_gap: those at the gap reached it
+                # (already due for another reason: check everyone, as before this segment)
+                self._rekey_only = None if self._rekey_due else plan.rekey_next
+                self._rekey_due = True
             self.num_steps += k
             if self.track_block_time:
                 self.block_time += segment_block_time(
@@ -570,12 +715,17 @@ class Replica:
             # Blocks only grow inside a segment: the peak is at its last iteration.
             self.peak_blocks = max(self.peak_blocks, self.kv_blocks_total - self.free_blocks)
             first_end = plan.start + plan.a
+            nbs = -self.block_size
             for seq, _ in plan.scheduled:
-                if seq.num_generated == 0:  # its last prompt token was computed in iteration 0
+                g = seq.num_generated
+                if g == 0:  # its last prompt token was computed in iteration 0
                     seq.first_token_time = first_end
-                seq.num_computed += k
-                seq.num_generated += k
-                if seq.num_generated == seq.output_tokens:
+                c = seq.num_computed + k
+                seq.num_computed = c
+                seq.blocks = -(c // nbs)  # ceil(c / bs): the blocks the segment allocated
+                g += k
+                seq.num_generated = g
+                if g == seq.output_tokens:
                     finished.append(seq)
         for seq in finished:
             self.running.remove(seq)
@@ -585,7 +735,10 @@ class Replica:
             seq.finish_time = now
         if finished:
             self._version += 1
-        self._check_invariants()
+        if not 0 <= self.free_blocks <= self.kv_blocks_total or len(self.running) > (
+            self.config.max_num_seqs
+        ):
+            self._check_invariants()  # raises with the details
         return finished
 
     def _check_invariants(self) -> None:
@@ -604,11 +757,9 @@ class Replica:
         if plan is None or not plan.segment:
             return used
         j = plan.starts_before(t)  # iterations started by t; iteration j-1 is in flight
-        bs = self.block_size
-        unused = 0
-        for (s, _), c in zip(plan.scheduled, plan.computed0, strict=True):
-            unused += s.blocks - _blocks(c + max(j, 1), bs)
-        return used - unused
+        # Each sequence holds ceil((c + k) / bs) blocks for the whole segment; by t it has
+        # reached ceil((c + max(j, 1)) / bs) of them.
+        return used - batch_blocks_delta(plan.offsets, max(j, 1), plan.k, self.block_size)
 
     def view(self, now: float) -> ReplicaView:
         """Snapshot for placement decisions at time ``now``."""
@@ -637,9 +788,14 @@ class Replica:
         """
         if self._profile is not None and self._profile_version == self._version:
             return self._profile
-        profile = self.ordering.profile
-        pairs = [profile(s) for s in self.running]
-        pairs.extend(profile(s) for _, _, s in self.waiting)
+        seqs = self.running + [s for _, _, s in self.waiting]
+        # A policy may answer for all sequences at once (SageSched reads its cached ranks).
+        profiles = getattr(self.ordering, "profiles", None)
+        if profiles is None:
+            profile = self.ordering.profile
+            pairs = [profile(s) for s in seqs]
+        else:
+            pairs = profiles(seqs)
         self._profile = QueueProfile.build(pairs)
         self._profile_version = self._version
         return self._profile

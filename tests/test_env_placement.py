@@ -301,3 +301,45 @@ def test_critic_reads_true_remaining_work_in_constant_time() -> None:
         valid = np.flatnonzero(env.action_masks())
         _, _, done, _, _ = env.step(int(valid[t % len(valid)]))
         t += 1
+
+
+SAGESCHED_DIGESTS = (
+    "3a478e9528d08e23ad72facf718a970c848b4d751f1a664fd4a8e4a77fc104ca",
+    "c2a3b175eb61e1278b5b5403c03c1ef51ce0cefb4a4f4296875052c4fa2c4324",
+)
+"""sha256 of :func:`sagesched_prediction_digest` and of :func:`rollout_digest` with the SageSched
+predictor on the bundled CASTILLO sample, recorded before the predictor's per-step speed-ups
+(memoised warm-up pool search, trusted distribution constructor): predictions, and hence
+observations, must not change by a single bit."""
+
+SAGESCHED_TINY = [
+    "workload.num_requests=600",
+    "env.episode_requests=64",
+    "env.history_prefill=100",
+]
+
+
+def sagesched_prediction_digest(env: PlacementEnv) -> str:
+    """Hash of 300 streaming predictions (support and probabilities bit for bit), each request
+    predicted on arrival and observed at once, twice from a freshly reset predictor (as
+    successive episodes over the same data and warm-up pool)."""
+    import hashlib
+
+    stream = env.predictor
+    assert stream is not None
+    requests = env.data.requests
+    h = hashlib.sha256()
+    for _ in range(2):
+        stream.reset(requests[:100])
+        for r in requests[100:400]:
+            d = stream.predict(r)
+            h.update(d.support.tobytes())
+            h.update(d.probs.tobytes())
+            stream.observe(r, r.output_tokens)
+    return h.hexdigest()
+
+
+def test_sagesched_predictions_and_rollout_digest_are_unchanged() -> None:
+    env = PlacementEnv(REPO / "configs" / "train-default.yaml", SAGESCHED_TINY)
+    got = (sagesched_prediction_digest(env), rollout_digest(env))
+    assert got == SAGESCHED_DIGESTS

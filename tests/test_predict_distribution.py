@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sagerl.predict.distribution import DEFAULT_BIN_EDGES, LengthDistribution
+from sagerl.predict.distribution import DEFAULT_BIN_EDGES, LengthDistribution, _from_weighted
 from sagerl.predict.metrics import bucket_hit, coverage, crps, pinball, score
 
 lengths = st.lists(st.integers(0, 3000), min_size=1, max_size=25)
@@ -23,6 +23,32 @@ def expanded(d: LengthDistribution) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- construction
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 3000), min_size=1, max_size=60),
+    st.integers(0, 60),
+    st.sampled_from([1, 3, 10]),
+    st.booleans(),
+)
+def test_trusted_constructor_is_bit_identical(
+    values: list[int], n_ones: int, k: int, similarity: bool
+) -> None:
+    """The predictor's unchecked constructor gives the checked one's arrays bit for bit, for
+    its inputs: integer lengths, weights 1 (history) then 1 / k (pool samples), or similarity
+    weights; duplicates spanning both parts."""
+    x = np.asarray(values, dtype=np.float64)
+    if similarity:
+        rng = np.random.default_rng(len(values))
+        w = np.maximum(rng.uniform(0.0, 1.0, x.size).astype(np.float32).astype(np.float64), 1e-3)
+    else:
+        w = np.full(x.size, 1.0 / k)
+        w[: min(n_ones, x.size)] = 1.0
+    a, b = LengthDistribution(x, w), _from_weighted(x, w)
+    assert a.support.dtype == b.support.dtype and a.probs.dtype == b.probs.dtype
+    assert a.support.tobytes() == b.support.tobytes()
+    assert a.probs.tobytes() == b.probs.tobytes()
+
+
 def test_merges_duplicates_and_sorts() -> None:
     d = LengthDistribution([5, 1, 5, 3], [1, 1, 2, 0])
     assert d.support.tolist() == [1.0, 5.0]  # zero weight dropped

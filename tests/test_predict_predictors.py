@@ -280,3 +280,85 @@ def test_large_pools_get_a_reused_ivf_index() -> None:
     b = approx.predict_from_embeddings(queries, np.full(20, 5))
     assert all(x == y for x, y in zip(a, b, strict=True))
     assert all(i * 100 + 50 in d.support for i, d in enumerate(a))
+
+
+SAGESCHED_STREAM_DIGEST = "9d6773639b16fb22c81b1db74ee0f7d22e3d7a952e89257e2f8101209a947720"
+"""sha256 of :func:`sagesched_stream_digest`, recorded before the per-step speed-ups of the
+SageSched predictor (memoised pool search, trusted distribution constructor). They must not change
+a single bit of a prediction."""
+
+
+def sagesched_stream_digest() -> str:
+    """Hash of every prediction (support and probabilities, bit for bit) of a streaming run:
+    clustered prompts hit the history's range search, the warm-up pool's, and the k-nearest
+    fallback; three configurations (equal weights, similarity weights, a neighbour cap), each
+    run twice by fresh predictors over the same pool (an environment's episodes), single
+    queries plus a batch every 25 steps."""
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((12, DIM)).astype(np.float32)
+    topic = rng.integers(0, 12, 460)
+    vecs = centers[topic] + rng.uniform(0.05, 0.6, (460, 1)).astype(np.float32) * (
+        rng.standard_normal((460, DIM)).astype(np.float32)
+    )
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    outs = rng.integers(1, 60, 460) * 7 + topic * 40  # integer lengths with many duplicates
+    samples = np.stack([outs[:100] + j * 3 for j in range(3)], axis=1)
+    pool = warm_pool(vecs[:100], samples)
+    h = hashlib.sha256()
+
+    def update(d: LengthDistribution) -> None:
+        h.update(d.support.tobytes())
+        h.update(d.probs.tobytes())
+        h.update(f"{d.support.dtype}{d.probs.dtype}".encode())
+
+    configs = (
+        cfg(min_neighbors=6, k_fallback=8, history_size=120),
+        cfg(min_neighbors=6, k_fallback=8, history_size=120, weighting="similarity"),
+        cfg(min_neighbors=3, k_fallback=5, history_size=120, max_neighbors=7),
+    )
+    for config in configs:
+        for _ in range(2):
+            p = make_predictor("sagesched", config, FakeEmbedder())
+            p.fit(pool)
+            for i in range(100, 460):
+                update(p.predict_from_embedding(vecs[i], 9))
+                if i % 25 == 0:
+                    for d in p.predict_from_embeddings(vecs[i : i + 6], np.full(6, 9)):
+                        update(d)
+                p.observe_embeddings(vecs[i : i + 1], np.array([9]), outs[i : i + 1])
+    return h.hexdigest()
+
+
+def test_sagesched_stream_digest_is_unchanged() -> None:
+    assert sagesched_stream_digest() == SAGESCHED_STREAM_DIGEST
+
+
+def test_pool_search_is_memoised_per_pool_and_equals_a_fresh_search() -> None:
+    """Predictors fitted to one pool share its memo of single-query searches; a hit is
+    read-only and equals the search it replaces; batches neither read nor fill it."""
+    rng = np.random.default_rng(4)
+    vecs = rng.standard_normal((50, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    pool = warm_pool(vecs[:40], rng.integers(1, 500, (40, 2)))
+    a = make_predictor("sagesched", cfg(similarity=0.5, min_neighbors=4), FakeEmbedder())
+    b = make_predictor("sagesched", cfg(similarity=0.5, min_neighbors=4), FakeEmbedder())
+    other = make_predictor("sagesched", cfg(similarity=0.6, min_neighbors=4), FakeEmbedder())
+    for p in (a, b, other):
+        p.fit(pool)
+    assert a._warm_memo is b._warm_memo and a._warm_memo is not other._warm_memo
+    batch = a.predict_from_embeddings(vecs[40:], np.full(10, 9))
+    assert not a._warm_memo  # batches are searched as before
+    first = [a.predict_from_embedding(v, 9) for v in vecs[40:]]
+    assert len(a._warm_memo) == 10
+    hit = next(iter(a._warm_memo.values()))
+    assert not any(arr.flags.writeable for arr in hit)
+    again = [b.predict_from_embedding(v, 9) for v in vecs[40:]]  # every pool search a hit
+    assert len(a._warm_memo) == 10
+    for x, y, z in zip(first, again, batch, strict=True):
+        assert x.support.tobytes() == y.support.tobytes()
+        assert x.probs.tobytes() == y.probs.tobytes()
+        assert x == z
+    q = vecs[41:42]
+    fresh = b._warm_search_many(q)[0]
+    memo = b._warm_search(q)[0]
+    assert all(np.array_equal(f, m) for f, m in zip(fresh, memo, strict=True))

@@ -255,6 +255,37 @@ class LengthDistribution:
         return ya * (2.0 * f - 1.0) - 2.0 * s + self._partial_mean[-1]
 
 
+def _from_weighted(values: np.ndarray, weights: np.ndarray) -> LengthDistribution:
+    """``LengthDistribution(values, weights)`` for trusted inputs, without the checks (hot path).
+
+    The caller guarantees what the constructor would otherwise verify: ``values`` and
+    ``weights`` are 1-d float64 arrays of the same non-zero size, every value finite and never
+    ``-0.0`` (a predictor's lengths in tokens), every weight finite and positive. The result is
+    then the same, bit for bit: the same sorted distinct support and, for merged duplicates, the
+    same weight sums (``bincount`` over the same inverse index adds in input order) normalised
+    by the same sum. Only the constructor's checks and ``np.unique``'s generality are skipped.
+    """
+    order = np.argsort(values, kind="stable")
+    xs = values[order]
+    new = xs[1:] != xs[:-1]
+    if new.all():  # distinct: the constructor's stable argsort order
+        support, w = xs, weights[order]
+    else:
+        first = np.empty(xs.size, dtype=bool)
+        first[0] = True
+        first[1:] = new
+        support = xs[first]
+        inverse = np.empty(xs.size, dtype=np.intp)
+        inverse[order] = np.cumsum(first) - 1
+        w = np.bincount(inverse, weights=weights, minlength=support.size)
+    d = LengthDistribution.__new__(LengthDistribution)
+    d.support = support
+    d.probs = w / w.sum()
+    d._cdf = None
+    d._cum_x = None
+    return d
+
+
 def _from_sorted(support: np.ndarray, probs: np.ndarray) -> LengthDistribution:
     """Build from an already sorted, distinct support without re-sorting (hot path)."""
     d = LengthDistribution.__new__(LengthDistribution)

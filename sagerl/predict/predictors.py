@@ -28,7 +28,7 @@ import numpy as np
 from sagerl.errors import SagerlError
 from sagerl.predict.base import PREDICTORS, EmbeddingPredictor, Predictor
 from sagerl.predict.config import PredictorConfig
-from sagerl.predict.distribution import LengthDistribution, _from_sorted
+from sagerl.predict.distribution import LengthDistribution, _from_sorted, _from_weighted
 from sagerl.predict.embedder import Embedder
 from sagerl.predict.heads import HeadKind, MLPHead, train_head
 from sagerl.predict.history import NO_NEIGHBOURS, FifoHistory, Neighbours, exact_search
@@ -37,6 +37,11 @@ from sagerl.workload.request import Request
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float32)
+
+WARM_MEMO_MAX = 1 << 14
+"""Single-query pool searches memoised per pool and search parameters (about 3 kB each: the
+query's bytes and compact copies of its neighbours, so at most about 50 MB); beyond this many,
+new queries are searched without being stored."""
 
 
 def _register(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
@@ -103,12 +108,14 @@ class SageSchedPredictor(EmbeddingPredictor):
         self._warm_index: Any = None
         self._warm_t: np.ndarray | None = None
         self._warm_samples = np.zeros((0, 1), dtype=np.int64)
+        self._warm_memo: dict[bytes, Neighbours] = {}
 
     def fit(self, warmup: WarmupPool) -> None:
         cfg = self.config
         self._warm_index = None
         self._warm_t = None
         self._warm_samples = np.zeros((0, 1), dtype=np.float64)
+        self._warm_memo = {}
         warmup = warmup.thin(cfg.warmup_max)
         if len(warmup) == 0:
             return
@@ -116,9 +123,15 @@ class SageSchedPredictor(EmbeddingPredictor):
             warmup = warmup.with_embeddings(_warmup_vectors(warmup, self.embedder, self.name))
         if len(warmup) <= cfg.warmup_ivf_above:
             self._warm_t = warmup.transposed_embeddings()
+            key: tuple[Any, ...] = ("exact", cfg.similarity, cfg.k_fallback)
         else:
             with _faiss_threads(cfg.search_threads):
                 self._warm_index = warmup.search_index(cfg.warmup_ivf_above, cfg.warmup_nprobe)
+            key = ("ivf", cfg.warmup_ivf_above, cfg.warmup_nprobe)
+            key += (cfg.similarity, cfg.k_fallback, cfg.search_k, cfg.search_threads)
+        # Neighbours in the pool depend on the query and these parameters only: shared by
+        # every predictor fitted to this pool (an RL environment builds one per episode).
+        self._warm_memo = warmup.search_memo(key)
         self._warm_samples = warmup.samples.astype(np.float64)
 
     def observe_embeddings(
@@ -140,6 +153,17 @@ class SageSchedPredictor(EmbeddingPredictor):
         # One exact scan per index answers both the range query (every entry >= threshold)
         # and the k-nearest fallback (see FifoHistory.search).
         hist = self.history.search(q, cfg.similarity, cfg.k_fallback)
+        if n == 1:  # the streaming case (simulators, RL environments): the same steps, inline
+            h, w = hist[0], NO_NEIGHBOURS
+            if h.ids.size < cfg.min_neighbors:
+                w = self._warm_search(q)[0]
+            if h.ids.size + w.ids.size < cfg.min_neighbors:
+                return [
+                    self._distribution(
+                        *self._nearest((h.top_sims, h.top_ids), (w.top_sims, w.top_ids))
+                    )
+                ]
+            return [self._distribution((h.ids, h.sims), (w.ids, w.sims))]
         need = [i for i in range(n) if hist[i].ids.size < cfg.min_neighbors]
         warm: dict[int, Neighbours] = {}
         if need:
@@ -154,7 +178,24 @@ class SageSchedPredictor(EmbeddingPredictor):
         return out
 
     def _warm_search(self, q: np.ndarray) -> list[Neighbours]:
-        """The warm-up pool's neighbours of each query: exact for a flat pool, else IVF."""
+        """The warm-up pool's neighbours of each query: exact for a flat pool, else IVF.
+
+        A single query's result is memoised per pool (:meth:`WarmupPool.search_memo`), keyed
+        by the query's bytes: the pool never changes, so the stored result is what the search
+        would return again. Batches are searched as before (the last bit of a BLAS product
+        may depend on the batch shape, so their rows are neither stored nor looked up).
+        """
+        if len(q) == 1:
+            key = q.tobytes()
+            hit = self._warm_memo.get(key)
+            if hit is None:
+                hit = self._warm_search_many(q)[0]
+                if len(self._warm_memo) < WARM_MEMO_MAX:
+                    self._warm_memo[key] = _frozen(hit)
+            return [hit]
+        return self._warm_search_many(q)
+
+    def _warm_search_many(self, q: np.ndarray) -> list[Neighbours]:
         cfg = self.config
         if self._warm_t is not None:
             return exact_search(self._warm_t, q, cfg.similarity, cfg.k_fallback)
@@ -203,15 +244,18 @@ class SageSchedPredictor(EmbeddingPredictor):
         k = self.config.k_fallback
         hs, hi = hist
         ws, wi = warm if warm is not None else (_EMPTY_F, _EMPTY_I)
-        sims = np.concatenate([hs, ws])
-        ids = np.concatenate([hi, wi])
-        from_h = np.arange(sims.size) < hs.size
+        sims = np.concatenate((hs, ws))
+        ids = np.concatenate((hi, wi))
         valid = ids >= 0
-        order = np.argsort(-np.where(valid, sims, -np.inf), kind="stable")[:k]
-        order = order[valid[order]]
-        h_sel, w_sel = order[from_h[order]], order[~from_h[order]]
-        return (ids[h_sel].astype(np.int64), sims[h_sel]), (
-            ids[w_sel].astype(np.int64),
+        if valid.all():  # always for exact scans: the same key, without the where
+            order = np.argsort(-sims, kind="stable")[:k]
+        else:
+            order = np.argsort(-np.where(valid, sims, -np.inf), kind="stable")[:k]
+            order = order[valid[order]]
+        from_h = order < hs.size
+        h_sel, w_sel = order[from_h], order[~from_h]
+        return (ids[h_sel].astype(np.int64, copy=False), sims[h_sel]), (
+            ids[w_sel].astype(np.int64, copy=False),
             sims[w_sel],
         )
 
@@ -229,19 +273,32 @@ class SageSchedPredictor(EmbeddingPredictor):
             return LengthDistribution.point(cfg.prior_length)
         assert self.history is not None
         k = self._warm_samples.shape[1]
-        values = np.concatenate(
-            [
-                self.history.output_tokens[h_ids].astype(np.float64),
-                self._warm_samples[w_ids].ravel(),
-            ]
-        )
+        nh = h_ids.size
+        values = np.empty(nh + w_ids.size * k)
+        values[:nh] = self.history.output_tokens[h_ids]
+        values[nh:] = self._warm_samples[w_ids].ravel()
         if cfg.weighting == "similarity":
             wh = np.maximum(h_sim.astype(np.float64), 1e-3)
             ww = np.maximum(w_sim.astype(np.float64), 1e-3)
-        else:
-            wh, ww = np.ones(h_ids.size), np.ones(w_ids.size)
-        weights = np.concatenate([wh, np.repeat(ww / k, k)])
-        return LengthDistribution(values, weights)
+            return LengthDistribution(values, np.concatenate([wh, np.repeat(ww / k, k)]))
+        # Equal weights: one per history entry, 1 / k per sampled length of a pool row (the
+        # same doubles as ones / k). Integer lengths and positive weights are what the checked
+        # constructor would verify, so the trusted one builds the same arrays without it.
+        weights = np.empty(values.size)
+        weights[:nh] = 1.0
+        weights[nh:] = 1.0 / k
+        return _from_weighted(values, weights)
+
+
+def _frozen(nb: Neighbours) -> Neighbours:
+    """Compact, read-only copies of ``nb``'s arrays (a memoised result outlives the search's
+    buffers and is shared by every later caller)."""
+    parts = []
+    for a in nb:
+        c = np.array(a)
+        c.flags.writeable = False
+        parts.append(c)
+    return Neighbours(*parts)
 
 
 # ---------------------------------------------------------------------- length-history

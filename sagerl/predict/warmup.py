@@ -106,6 +106,17 @@ class WarmupPool:
             )
         return self._indexes[key]
 
+    def search_memo(self, key: tuple[Any, ...]) -> dict[bytes, Any]:
+        """A dict shared by every predictor searching this pool with parameters ``key``.
+
+        The pool never changes once built, so a query's neighbours among its rows are the same
+        at every step and in every episode: :class:`~sagerl.predict.predictors.
+        SageSchedPredictor` stores them here, keyed by the query vector's bytes, and an RL
+        environment (a fresh predictor per episode over the same pool) searches each prompt
+        once per process.
+        """
+        return self._indexes.setdefault(("memo", *key), {})
+
     def search_index(self, ivf_above: int, nprobe: int) -> Any:
         """A FAISS inner-product index over the embeddings, built once per pool and reused.
 

@@ -18,6 +18,14 @@ Load shapes:
 The router's own processing time (``sagerl_router_overhead_seconds``: body received to upstream
 request sent, plus first upstream byte to first byte forwarded) is read from its ``/metrics``.
 
+Both paths use the same client, :class:`sagerl.live.loadgen.LoadClient` (a raw asyncio protocol
+with the httptools parser, request bytes prepared once per trace entry): it costs a few tenths
+of a millisecond of CPU per streamed request, where aiohttp cost more than the router itself and
+so inflated the latency it measured on a 2-core machine. CPU per request is reported for the
+router, the clients (this process) and the emulators; the servers' output goes to log files
+(their paths are in the JSON as ``logs``). A phase's requests still running ``--drain-s`` after it
+ends are cut off and counted as errors.
+
 Usage::
 
     python benchmarks/router_load.py                      # least-outstanding, no predictor
@@ -40,29 +48,34 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sagerl.commands.common import print_table, write_json  # noqa: E402
+from sagerl.live.loadgen import LoadClient  # noqa: E402
 from sagerl.live.runner import new_loop  # noqa: E402
 from sagerl.live.scrape import parse_prometheus  # noqa: E402
 
 URL_RE = re.compile(r"http://127\.0\.0\.1:(\d+)")
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of a process (this one when ``pid`` is None), s; NaN off Linux."""
+def cpu_seconds(pid: int | None = None) -> tuple[float, float]:
+    """``(user, system)`` CPU time of a process (this one when ``pid`` is None), s; NaN off Linux.
+
+    The split shows how much of a process's cost is the kernel's (socket reads and writes,
+    ``epoll``), which no Python-level change removes.
+    """
     if pid is None:
         t = os.times()
-        return t.user + t.system
+        return t.user, t.system
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan"), float("nan")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,6 +95,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--predictor", default="none", help="router length predictor (none, ...)")
     p.add_argument("--trace", default="sharegpt", help="data set replayed (its lengths, order)")
     p.add_argument("--shapes", default="open,closed", help="load shapes to run")
+    p.add_argument(
+        "--drain-s", type=float, default=60.0,
+        help="after a phase, longest wait for its requests in flight (then they are cut off)",
+    )  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     return p.parse_args()
 
@@ -111,27 +128,34 @@ def load_trace(name: str, max_prompt: int, max_output: int) -> tuple[str, list[t
 
 # ---------------------------------------------------------------------------------- processes
 def start(
-    cmd: list[str], count: int, timeout_s: float = 60.0
+    cmd: list[str], count: int, log_path: Path, timeout_s: float = 60.0
 ) -> tuple[subprocess.Popen, list[str]]:
-    """Start a server process; wait for ``count`` loopback URLs on its stdout."""
+    """Start a server process; wait for ``count`` loopback URLs in its output.
+
+    The output goes to ``log_path``, not a pipe: a pipe nobody reads after start-up fills up
+    (64 KiB) and the server blocks forever in its next log write.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    urls: list[str] = []
+    out = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    out.close()
     deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
-    while len(urls) < count:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{' '.join(cmd[:4])} exited: rc={proc.poll()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{' '.join(cmd[:4])} did not start in {timeout_s} s")
-        if "http://" in line and (" at " in line or " on " in line):
-            match = URL_RE.search(line)
-            if match:
-                urls.append(match.group(0))
-    return proc, urls
+    while True:
+        text = log_path.read_text()
+        urls = [
+            m.group(0)
+            for line in text.splitlines()
+            if "http://" in line and (" at " in line or " on " in line)
+            for m in [URL_RE.search(line)]
+            if m
+        ]
+        if len(urls) >= count:
+            return proc, urls[:count]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            tail = "\n".join(text.splitlines()[-20:])
+            raise RuntimeError(f"{' '.join(cmd[:4])} did not start (rc={proc.poll()}):\n{tail}")
+        time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -145,65 +169,78 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ---------------------------------------------------------------------------------- clients
-async def one(
-    session: aiohttp.ClientSession, url: str, text: str, out_tokens: int, stats: dict
-) -> None:
+class Trace:
+    """The replayed requests as prepared request bytes per target (built once, sent many times).
+
+    Serialising the body is done once per trace entry and target, not per request, so the
+    clients' CPU goes to the wire and the parser only.
+    """
+
+    def __init__(self, items: list[tuple[str, int]]) -> None:
+        self.items = items
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def payload(self, k: int, t: int, client: LoadClient) -> bytes:
+        key = (k % len(self.items), t)
+        data = self._cache.get(key)
+        if data is None:
+            text, out_tokens = self.items[key[0]]
+            body = {
+                "model": "llama-3.1-8b",
+                "prompt": text,
+                "max_tokens": out_tokens,
+                "ignore_eos": True,
+                "stream": True,
+            }
+            data = client.request_bytes("POST", "/v1/completions", json.dumps(body).encode())
+            self._cache[key] = data
+        return data
+
+
+async def one(client: LoadClient, payload: bytes, stats: dict) -> None:
     """One streamed completion; appends (ttft, ttlt) or counts a failure."""
-    body = {
-        "model": "llama-3.1-8b",
-        "prompt": text,
-        "max_tokens": out_tokens,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    t0 = time.perf_counter()
-    ttft = -1.0
     stats["in_flight"] += 1
     try:
-        async with session.post(url + "/v1/completions", json=body) as resp:
-            if resp.status != 200:
-                stats["errors"] += 1
-                await resp.read()
-                return
-            tail = b""
-            async for chunk in resp.content.iter_any():
-                if ttft < 0:
-                    ttft = time.perf_counter() - t0
-                tail = (tail + chunk)[-64:]
-            if b"[DONE]" not in tail:
-                stats["errors"] += 1
-                return
-        stats["ttft"].append(ttft)
-        stats["ttlt"].append(time.perf_counter() - t0)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-        stats["errors"] += 1
+        r = await client.send(payload)
     finally:
         stats["in_flight"] -= 1
+    if r.status != 200 or not r.done or r.ttft_s < 0:
+        stats["errors"] += 1
+        if len(stats["error_kinds"]) < 5:
+            stats["error_kinds"].add(r.error or f"HTTP {r.status}")
+        return
+    stats["ttft"].append(r.ttft_s)
+    stats["ttlt"].append(r.ttlt_s)
 
 
-async def phase(
-    shape: str, urls: list[str], trace: list[tuple[str, int]], args: argparse.Namespace
-) -> dict:
-    """Run one load shape against ``urls`` (round-robin) for ``--phase-s`` seconds."""
-    stats: dict = {"ttft": [], "ttlt": [], "errors": 0, "in_flight": 0, "sent": 0}
+async def phase(shape: str, urls: list[str], trace: Trace, args: argparse.Namespace) -> dict:
+    """Run one load shape against ``urls`` (round-robin) for ``--phase-s`` seconds.
+
+    Bounded: requests still running ``--drain-s`` after the phase ends are cut off (errors).
+    """
+    stats: dict = {
+        "ttft": [], "ttlt": [], "errors": 0, "in_flight": 0, "sent": 0, "error_kinds": set(),
+    }  # fmt: skip
     samples: list[int] = []
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=120)
+    clients = [LoadClient(u, timeout_s=args.phase_s + args.drain_s) for u in urls]
     rng = np.random.default_rng(0)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t_start = time.perf_counter()
-        end = t_start + args.phase_s
-        tasks: set[asyncio.Task] = set()
-        k = 0
+    t_start = time.perf_counter()
+    end = t_start + args.phase_s
+    tasks: set[asyncio.Task] = set()
+    k = 0
 
-        def launch() -> asyncio.Task:
-            nonlocal k
-            text, out = trace[k % len(trace)]
-            url = urls[k % len(urls)]
-            k += 1
-            stats["sent"] += 1
-            return asyncio.ensure_future(one(session, url, text, out, stats))
+    def launch() -> asyncio.Task:
+        nonlocal k
+        t = k % len(clients)
+        payload = trace.payload(k, t, clients[t])
+        k += 1
+        stats["sent"] += 1
+        task = asyncio.ensure_future(one(clients[t], payload, stats))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
 
+    try:
         if shape == "open":
             next_t = t_start
             while True:
@@ -211,9 +248,7 @@ async def phase(
                 if now >= end:
                     break
                 while next_t <= now:
-                    t = launch()
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
+                    launch()
                     next_t += rng.exponential(1.0 / args.rate)
                 samples.append(stats["in_flight"])
                 await asyncio.sleep(max(min(next_t - time.perf_counter(), 0.01), 0))
@@ -228,10 +263,19 @@ async def phase(
                     samples.append(stats["in_flight"])
                     await asyncio.sleep(0.01)
 
-            await asyncio.gather(sampler(), *(worker() for _ in range(args.concurrency)))
+            workers = [asyncio.ensure_future(worker()) for _ in range(args.concurrency)]
+            await sampler()
+            await asyncio.wait(workers, timeout=args.drain_s)
+            for w in workers:
+                w.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=60)
-        wall = time.perf_counter() - t_start
+            await asyncio.wait(tasks, timeout=args.drain_s)
+    finally:
+        for c in clients:
+            c.close()  # stragglers fail as "connection closed"
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+    wall = time.perf_counter() - t_start
     ttft = np.asarray(stats["ttft"]) * 1000
     ttlt = np.asarray(stats["ttlt"]) * 1000
     done = len(ttft)
@@ -239,6 +283,7 @@ async def phase(
         "sent": stats["sent"],
         "completed": done,
         "errors": stats["errors"],
+        "error_kinds": sorted(stats["error_kinds"]),
         "wall_s": wall,
         "rps": done / wall,
         "concurrency_mean": float(np.mean(samples)) if samples else 0.0,
@@ -272,8 +317,14 @@ HISTOGRAMS = (
 
 async def scrape(url: str) -> dict:
     """The router's parsed ``/metrics``."""
-    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
-        return parse_prometheus(await r.text())
+    client = LoadClient(url, timeout_s=30.0)
+    try:
+        r = await client.get("/metrics")
+    finally:
+        client.close()
+    if r.status != 200:
+        raise RuntimeError(f"GET {url}/metrics: {r.error or r.status}")
+    return parse_prometheus(r.body.decode("utf-8", "replace"))
 
 
 def buckets_of(samples: dict, name: str) -> list[tuple[float, float]]:
@@ -299,12 +350,26 @@ def router_metrics(before: dict, after: dict) -> dict:
                     break
                 prev_b, prev_c = b, c
     out["ledger"] = {dict(lab)["state"]: v for lab, v in after.get("sagerl_ledger", [])}
+
+    def total(samples: dict, name: str) -> float:
+        return sum(v for _, v in samples.get(name, []))
+
+    batches = total(after, "sagerl_predictor_batch_seconds_count") - total(
+        before, "sagerl_predictor_batch_seconds_count"
+    )
+    predicted = total(after, "sagerl_predictor_latency_seconds_count") - total(
+        before, "sagerl_predictor_latency_seconds_count"
+    )
+    if batches > 0:
+        out["predictor_batches"] = batches
+        out["predictor_batch_mean"] = predicted / batches
     return out
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    source, trace = load_trace(args.trace, args.max_prompt, args.max_output)
-    mean_out = float(np.mean([o for _, o in trace[:5000]]))
+    source, items = load_trace(args.trace, args.max_prompt, args.max_output)
+    mean_out = float(np.mean([o for _, o in items[:5000]]))
+    trace = Trace(items)
     if args.time_scale <= 0:
         # Little's law: streams in flight = rate x duration; a decode step of ~15 ms at the
         # per-backend batch this gives, so duration ~ mean_out x 15 ms / scale.
@@ -316,10 +381,10 @@ async def main_async(args: argparse.Namespace) -> dict:
         str(args.stream_interval_ms),
     ]  # fmt: skip
     procs = []
+    tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
     try:
-        emu, urls = start(emu_cmd, args.backends)
+        emu, urls = start(emu_cmd, args.backends, tmp / "emulators.log")
         procs.append(emu)
-        tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
         cfg = {
             "port": 0,
             "backends": [
@@ -332,7 +397,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             "scrape": {"interval_s": 0.5},
         }
         (tmp / "serve.yaml").write_text(json.dumps(cfg))
-        router, rurls = start([py, "-m", "sagerl", "serve", "--config", str(tmp / "serve.yaml")], 1)
+        router, rurls = start(
+            [py, "-m", "sagerl", "serve", "--config", str(tmp / "serve.yaml")],
+            1,
+            tmp / "router.log",
+        )
         procs.append(router)
         router_url = rurls[0]
         # Warm-up: connections, tokenizer, predictor.
@@ -354,13 +423,17 @@ async def main_async(args: argparse.Namespace) -> dict:
                 after = await scrape(router_url)
                 n = max(r["completed"], 1)
                 for k in pids:
-                    r[f"cpu_ms_per_req_{k}"] = 1000 * (cpu1[k] - cpu0[k]) / n
+                    user = cpu1[k][0] - cpu0[k][0]
+                    system = cpu1[k][1] - cpu0[k][1]
+                    r[f"cpu_ms_per_req_{k}"] = 1000 * (user + system) / n
+                    r[f"sys_share_{k}"] = system / (user + system) if user + system > 0 else 0.0
                 results.append({"shape": shape, "path": name, **r})
                 if name == "router":
                     results[-1]["router_metrics"] = router_metrics(before, after)
         return {
             "trace": source,
-            "requests_in_trace": len(trace),
+            "requests_in_trace": len(items),
+            "logs": str(tmp),
             "mean_output_tokens": mean_out,
             "time_scale": args.time_scale,
             "policy": args.policy,
@@ -400,10 +473,13 @@ def main() -> None:
                 "rps direct": d["rps"],
                 "rps router": r["rps"],
                 "router CPU ms/req": r["cpu_ms_per_req_router"],
+                "client CPU ms/req": r["cpu_ms_per_req_clients"],
+                "emulator CPU ms/req": r["cpu_ms_per_req_emulators"],
                 "router waits for CPU": r["router_cpu_wait_share"],
                 "router overhead p50 ms": m.get("overhead_p50_ms", float("nan")),
                 "router overhead p99 ms": m.get("overhead_p99_ms", float("nan")),
                 "predictor wait p50 ms": m.get("predictor_wait_p50_ms", float("nan")),
+                "predictor batch mean": m.get("predictor_batch_mean", float("nan")),
             }
         )
     print_table("router-added latency (router minus direct, same run)", summary)

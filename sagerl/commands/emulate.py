@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from sagerl.errors import ConfigError
     from sagerl.hardware import get_gpu, get_model
     from sagerl.live.config import TokenizerSpec
-    from sagerl.live.emulator import build_emulator
+    from sagerl.live.emulator import bind_emulators
     from sagerl.live.prediction import TokenCounter
-    from sagerl.live.runner import bind, make_server, new_loop, serve_until_stopped
+    from sagerl.live.runner import new_loop, serve_until_stopped
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,34 +69,27 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     tokens = TokenCounter(TokenizerSpec())
     kv_metric = "vllm:gpu_cache_usage_perc" if args.old_metric_names else "vllm:kv_cache_usage_perc"
-    pairs = []
-    for i in range(args.count):
-        emulator = build_emulator(
-            args.gpu,
-            args.model,
-            time_scale=args.time_scale,
-            priority_scheduling=args.priority,
-            mean_output_tokens=args.mean_output_tokens,
-            served_model=args.served_model_name,
-            kv_metric=kv_metric,
-            tokens=tokens,
-            tp=args.tp,
-            stream_interval_s=args.stream_interval_ms / 1000.0,
-        )
-        sock = bind(args.host, args.port + i if args.port else 0)
-        port = sock.getsockname()[1]
-        pairs.append((make_server(emulator.app(), drain_timeout_s=5.0), sock))
-        eng = emulator.engine
-        print(
-            f"emulated {eng.timer.model.name} on {eng.timer.gpu.name} at "
-            f"http://{args.host}:{port} ({eng.replica.kv_blocks_total} KV blocks, "
-            f"time x{args.time_scale:g}{', priority scheduling' if args.priority else ''})",
-            flush=True,
-        )
+    servers = bind_emulators(
+        args.count,
+        args.host,
+        args.port,
+        gpu=args.gpu,
+        model=args.model,
+        time_scale=args.time_scale,
+        priority_scheduling=args.priority,
+        mean_output_tokens=args.mean_output_tokens,
+        served_model=args.served_model_name,
+        kv_metric=kv_metric,
+        tokens=tokens,
+        tp=args.tp,
+        stream_interval_s=args.stream_interval_ms / 1000.0,
+    )
+    for s in servers:
+        print(s.describe(), flush=True)
     loop = new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve_until_stopped([pairs]))
+        loop.run_until_complete(serve_until_stopped([[(s.server, s.sock) for s in servers]]))
     finally:
         loop.close()
     return 0

@@ -11,9 +11,11 @@ Modules, in the order a request meets them:
 ``ledger``             router-observed state: every accepted request until it completes or fails
 ``scrape``             pure Prometheus parser, metric aliases per engine, the scraper task
 ``backends``           configured servers, speed hints, health
+``upstream``           keep-alive HTTP/1.1 client to the backends (httptools), streams piped
 ``translog``           JSONL transition log (decision + outcome) for the online learner
 ``emulator``           an OpenAI-compatible server timed by the simulator's replica model
 ``runner``/``serving`` uvicorn plumbing: several servers in one loop, start/stop, test threads
+``loadgen``            a cheap streaming client for load tests (``benchmarks/router_load.py``)
 =====================  ============================================================================
 
 Nothing here imports torch; the predictor stack is imported only when a predictor is configured.

@@ -34,9 +34,10 @@ import json
 import logging
 import math
 import random
+import socket
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sagerl.hardware import StepTimeModel
+from sagerl.live.asgi import send_now
 from sagerl.policy.ordering import FCFS, OrderingPolicy
 from sagerl.sim.config import SchedulerConfig
 from sagerl.sim.replica import Replica
@@ -59,6 +61,12 @@ WORDS = (
     " a", " steady", " rhythm", " of", " words", " for", " testing", ".", "\n",
 )  # fmt: skip
 """Token texts the emulator cycles through."""
+
+_WORD_JSON = [json.dumps(w).encode() for w in WORDS]
+"""The token texts as JSON strings."""
+
+_END = b"data: [DONE]\n\n"
+"""How a stream's last chunk ends."""
 
 DEFAULT_MAX_MODEL_LEN = 8192
 """Context length (prompt + output) when a request sets no ``max_tokens``."""
@@ -85,10 +93,12 @@ class Job:
 
     Attributes:
         seq: The simulator's sequence.
-        ready: Set whenever more tokens are available or the job finished.
+        ready: Set whenever more tokens are available or the job finished (no listener).
         available: Tokens generated so far (as of the last publish).
         done: True once the replica finished it.
         arrived: Real arrival time (``time.monotonic()``).
+        listener: Called instead of setting ``ready`` (a stream writing from the engine's
+            callback: no task wake-up per flush).
     """
 
     seq: Sequence
@@ -96,6 +106,15 @@ class Job:
     available: int = 0
     done: bool = False
     arrived: float = field(default_factory=time.monotonic)
+    listener: Callable[[], None] | None = None
+
+    def wake(self) -> None:
+        """More tokens are available, or the job finished."""
+        listener = self.listener
+        if listener is not None:
+            listener()
+        else:
+            self.ready.set()
 
 
 class EmulatedEngine:
@@ -201,7 +220,7 @@ class EmulatedEngine:
                 if job is not None:
                     job.available = seq.num_generated
                     job.done = True
-                    job.ready.set()
+                    job.wake()
                     self.finished += 1
                     self.generation_tokens_total += seq.num_generated
             self.plan_end = r.schedule(end)
@@ -221,7 +240,7 @@ class EmulatedEngine:
             n = seq.num_generated + (extra if id(seq) in seg else 0)
             if n > job.available:
                 job.available = n
-                job.ready.set()
+                job.wake()
 
     async def _drive(self) -> None:
         while True:
@@ -313,7 +332,14 @@ class EmulatorApp:
         self.priority_requests = 0
         """Requests that carried a non-zero ``priority`` (tests check the router sends it)."""
 
-    def app(self) -> Starlette:
+    def app(self) -> Any:
+        """The ASGI application.
+
+        ``POST`` to the completion routes skips Starlette's router and middleware (whose
+        wrappers around ``send`` cost a few coroutine calls per streamed chunk: the emulator
+        shares the machine with the router in benchmarks); everything else goes through it.
+        """
+
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             self.engine.start()
@@ -322,7 +348,7 @@ class EmulatorApp:
             finally:
                 await self.engine.stop()
 
-        return Starlette(
+        starlette = Starlette(
             routes=[
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/chat/completions", self.completions, methods=["POST"]),
@@ -332,6 +358,17 @@ class EmulatorApp:
             ],
             lifespan=lifespan,
         )
+        hot = frozenset(("/v1/completions", "/v1/chat/completions"))
+        completions = self.completions
+
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] in hot and scope["method"] == "POST":
+                response = await completions(HttpRequest(scope, receive))
+                await response(scope, receive, send)
+            else:
+                await starlette(scope, receive, send)
+
+        return asgi
 
     async def health(self, request: HttpRequest) -> Response:
         return Response(status_code=200)
@@ -410,8 +447,8 @@ class EmulatorApp:
         if body.get("stream"):
             opts = body.get("stream_options") or {}
             include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-            gen = self._stream(job, rid, chat, finish, usage if include_usage else None)
-            return _EventStream(gen)
+            render = self._renderer(job, rid, chat, finish, usage if include_usage else None)
+            return _EventStream(job, render)
         while not job.done:
             await job.ready.wait()
             job.ready.clear()
@@ -429,10 +466,11 @@ class EmulatorApp:
              "choices": [choice], "usage": usage}
         )  # fmt: skip
 
-    async def _stream(
+    def _renderer(
         self, job: Job, rid: str, chat: bool, finish: str, usage: dict[str, int] | None
-    ) -> AsyncIterator[bytes]:
-        """One SSE event per token, written in bursts as the engine publishes them."""
+    ) -> Callable[[], bytes]:
+        """A function returning the SSE events of the tokens published since its last call
+        (one event per token; the usage event and ``[DONE]`` once the job is done)."""
         created = int(time.time())
         model = json.dumps(self.served_model)
         if chat:
@@ -447,20 +485,23 @@ class EmulatorApp:
                 f'"model":{model},"choices":[{{"index":0,"text":'
             ).encode()
             tail_mid = b',"logprobs":null,"finish_reason":'
-        words = [json.dumps(w).encode() for w in WORDS]
-        sent = 0
+        # Every event but the last, built once per stream and picked per token (a burst of
+        # tokens is then a list lookup each, not five concatenations).
+        events = [head + w + tail_mid + b"null}]}\n\n" for w in _WORD_JSON]
+        n_words = len(events)
         total = job.seq.output_tokens
-        while True:
-            await job.ready.wait()
-            job.ready.clear()
+        sent = 0
+
+        def render() -> bytes:
+            nonlocal sent
             upto = job.available
             if upto <= sent and not job.done:
-                continue
-            parts = []
-            for i in range(sent, upto):
-                reason = f'"{finish}"'.encode() if i == total - 1 else b"null"
-                parts.append(head + words[i % len(words)] + tail_mid + reason + b"}]}\n\n")
-            sent = upto
+                return b""
+            parts = [events[i % n_words] for i in range(sent, min(upto, total - 1))]
+            if upto >= total > sent:
+                word = _WORD_JSON[(total - 1) % n_words]
+                parts.append(head + word + tail_mid + f'"{finish}"}}]}}\n\n'.encode())
+            sent = max(sent, upto)
             if job.done and sent >= total:
                 if usage is not None:
                     parts.append(
@@ -468,31 +509,82 @@ class EmulatorApp:
                         f'"created":{created},"model":{model},"choices":[],'
                         f'"usage":{json.dumps(usage)}}}\n\n'.encode()
                     )
-                parts.append(b"data: [DONE]\n\n")
-                yield b"".join(parts)
-                return
-            if parts:
-                yield b"".join(parts)
+                parts.append(_END)
+            return b"".join(parts)
+
+        return render
 
 
 class _EventStream(Response):
-    """Server-sent events written straight to the ASGI ``send`` (no disconnect-listener task,
-    unlike Starlette's ``StreamingResponse``: the emulator shares a 2-core machine with the
-    router it serves in benchmarks, so its per-chunk cost matters)."""
+    """Server-sent events written from the engine's callback as tokens are published.
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self.chunks = chunks
+    No disconnect-listener task (unlike Starlette's ``StreamingResponse``) and no task wake-up
+    per flush: the emulator shares a 2-core machine with the router it serves in benchmarks, so
+    its per-chunk cost matters. A write that has to wait for the client (flow control) is
+    finished in a task; what was published meanwhile follows it.
+    """
+
+    def __init__(self, job: Job, render: Callable[[], bytes]) -> None:
+        self.job = job
+        self.render = render
         self.status_code = 200
         self.background = None
+        self._send: Any = None
+        self._finished: asyncio.Future[None] | None = None
+        self._blocked: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send(
             {"type": "http.response.start", "status": 200,
              "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]}
         )  # fmt: skip
-        async for chunk in self.chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self._send = send
+        finished = self._finished = asyncio.get_running_loop().create_future()
+        self.job.listener = self._on_ready
+        try:
+            self._on_ready()
+            await finished
+        finally:
+            self.job.listener = None
+            if self._blocked is not None:
+                self._blocked.cancel()
+
+    def _on_ready(self) -> None:
+        finished = self._finished
+        if self._blocked is not None or finished is None or finished.done():
+            return
+        try:
+            chunk = self.render()
+            if not chunk:
+                return
+            last = chunk.endswith(_END)  # the last chunk ends the response in the same write
+            rest = send_now(
+                self._send, {"type": "http.response.body", "body": chunk, "more_body": not last}
+            )
+        except Exception as exc:  # NOTE: called from the engine: never raise into it
+            finished.set_exception(exc)
+            return
+        if rest is not None:
+            self._blocked = asyncio.ensure_future(self._unblock(rest, last))
+        elif last:
+            finished.set_result(None)
+
+    async def _unblock(self, rest: Awaitable[None], last: bool) -> None:
+        finished = self._finished
+        assert finished is not None
+        try:
+            await rest
+        except Exception as exc:
+            if not finished.done():
+                finished.set_exception(exc)
+            return
+        finally:
+            self._blocked = None
+        if last:
+            if not finished.done():
+                finished.set_result(None)
+        else:
+            self._on_ready()  # what the engine published while the client was slow
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -525,3 +617,62 @@ def build_emulator(
         stream_interval_s=stream_interval_s,
     )
     return EmulatorApp(engine, served_model or model, mean_output_tokens, kv_metric, tokens)
+
+
+@dataclass(slots=True)
+class BoundEmulator:
+    """An emulated server ready to run: its app, its uvicorn server and its listening socket.
+
+    Attributes:
+        emulator: The emulated backend (engine + OpenAI app).
+        server: Its uvicorn server (run with :func:`sagerl.live.runner.serve_until_stopped`).
+        sock: The bound, listening socket the server will accept on.
+        url: Its base URL (``http://host:port``).
+    """
+
+    emulator: EmulatorApp
+    server: Any
+    sock: socket.socket
+    url: str
+
+    def describe(self) -> str:
+        """One line for the console: model, GPU, URL, KV blocks, time scale."""
+        eng = self.emulator.engine
+        prio = ", priority scheduling" if eng.priority_scheduling else ""
+        return (
+            f"emulated {eng.timer.model.name} on {eng.timer.gpu.name} at {self.url} "
+            f"({eng.replica.kv_blocks_total} KV blocks, time x{eng.time_scale:g}{prio})"
+        )
+
+
+def bind_emulators(
+    count: int, host: str = "127.0.0.1", base_port: int = 0, **options: Any
+) -> list[BoundEmulator]:
+    """Build ``count`` emulated servers and bind their sockets (``emulate --count`` and
+    ``serve --emulate`` both start their backends here).
+
+    Args:
+        count: Servers to build.
+        host: Address to bind.
+        base_port: First port; server ``i`` gets ``base_port + i`` (0: ephemeral ports).
+        options: Keyword arguments of :func:`build_emulator` (GPU, model, time scale, ...).
+
+    Raises:
+        OSError: A port could not be bound (sockets bound so far are closed).
+    """
+    from sagerl.live.runner import bind, make_server
+
+    out: list[BoundEmulator] = []
+    try:
+        for i in range(count):
+            emulator = build_emulator(**options)
+            sock = bind(host, base_port + i if base_port else 0)
+            port = sock.getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            server = make_server(emulator.app(), drain_timeout_s=5.0)
+            out.append(BoundEmulator(emulator, server, sock, f"http://{shown}:{port}"))
+    except BaseException:
+        for b in out:
+            b.sock.close()
+        raise
+    return out

@@ -262,9 +262,11 @@ class Scraper:
         self.failures_total = [0] * len(urls)
         self._warned_missing: list[set[str]] = [set() for _ in urls]
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self) -> None:
         """Start one polling task per backend (staggered so scrapes do not align)."""
+        self._stopping = False
         n = max(len(self.urls), 1)
         for i in range(len(self.urls)):
             delay = self.interval_s * i / n
@@ -272,15 +274,21 @@ class Scraper:
 
     async def stop(self) -> None:
         """Cancel the polling tasks and wait for them."""
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _loop(self, i: int, delay: float) -> None:
+        # NOTE: the flag, not only the cancel, ends the loop: Python 3.11's asyncio.wait_for can
+        # swallow a cancellation that lands as the scrape completes; the loop then went on and
+        # stop() (the router's shutdown) waited forever.
         await asyncio.sleep(delay)
-        while True:
+        while not self._stopping:
             await self.scrape_once(i)
+            if self._stopping:
+                break
             await asyncio.sleep(self.interval_s)
 
     async def scrape_once(self, i: int) -> ScrapeState:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sagerl.live.app import Router
 from sagerl.live.config import BackendSpec, ServeConfig
-from sagerl.live.emulator import EmulatorApp, build_emulator
+from sagerl.live.emulator import EmulatorApp, bind_emulators
 from sagerl.live.runner import (
     Server,
     ServerThread,
@@ -65,35 +65,32 @@ async def start_emulators(
     from sagerl.live.prediction import TokenCounter
 
     em = cfg.emulate
-    apps: list[EmulatorApp] = []
-    pairs: list[tuple[Server, object]] = []
-    specs: list[BackendSpec] = []
-    tokens = TokenCounter(cfg.tokenizer, cfg.data_dir) if em.count else None
-    for i in range(em.count):
-        app = build_emulator(
-            em.gpu,
-            em.model,
-            time_scale=em.time_scale,
+    if not em.count:
+        return [], [], []
+    bound = bind_emulators(
+        em.count,
+        LOOPBACK,
+        em.base_port,
+        gpu=em.gpu,
+        model=em.model,
+        time_scale=em.time_scale,
+        priority_scheduling=em.priority_scheduling,
+        mean_output_tokens=em.mean_output_tokens,
+        tokens=TokenCounter(cfg.tokenizer, cfg.data_dir),
+        stream_interval_s=em.stream_interval_ms / 1000.0,
+    )
+    specs = [
+        BackendSpec(
+            url=b.url,
+            engine="vllm",
+            gpu=em.gpu,
+            model=em.model,
+            name=f"emu{i}",
             priority_scheduling=em.priority_scheduling,
-            mean_output_tokens=em.mean_output_tokens,
-            tokens=tokens,
-            stream_interval_s=em.stream_interval_ms / 1000.0,
         )
-        sock = bind(LOOPBACK, em.base_port + i if em.base_port else 0)
-        port = sock.getsockname()[1]
-        apps.append(app)
-        pairs.append((make_server(app.app(), drain_timeout_s=5.0), sock))
-        specs.append(
-            BackendSpec(
-                url=f"http://{LOOPBACK}:{port}",
-                engine="vllm",
-                gpu=em.gpu,
-                model=em.model,
-                name=f"emu{i}",
-                priority_scheduling=em.priority_scheduling,
-            )
-        )
-    return apps, pairs, specs
+        for i, b in enumerate(bound)
+    ]
+    return [b.emulator for b in bound], [(b.server, b.sock) for b in bound], specs
 
 
 async def start_cluster(cfg: ServeConfig, *, signals: bool = True) -> Cluster:

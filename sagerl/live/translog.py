@@ -33,6 +33,9 @@ from sagerl.view import ReplicaView
 
 log = logging.getLogger("sagerl.live.translog")
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=float)
+"""One encoder for every record: ``json.dumps`` with ``default=`` builds a new one per call."""
+
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
 """Levels of the predicted output length kept in a record."""
 
@@ -99,7 +102,7 @@ class TransitionLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue one record (serialised now, written at the next flush)."""
-        self._lines.append(json.dumps(record, separators=(",", ":"), default=float))
+        self._lines.append(_ENCODER.encode(record))
         self.records += 1
 
     def start(self) -> None:

@@ -179,11 +179,14 @@ def test_rllib_smoke_train_resume_export(tmp_path: Path, monkeypatch: pytest.Mon
         "rollout/ep_mean_ttlt",
         "train/value_loss",
         "train/approx_kl",
+        "train/clip_fraction",
         "train/entropy_loss",
         "imitation/agreement",
         "eval/mean_ttlt",
     } <= tags
     assert acc.Scalars("eval/mean_ttlt")[-1].step == 512
+    clip = [e.value for e in acc.Scalars("train/clip_fraction")]
+    assert clip and all(0.0 <= v <= 1.0 for v in clip)
     assert (run / "sagesched").is_dir()
 
     # The cloned weights reach PPO: the clone's greedy actor equals the teacher here, and the

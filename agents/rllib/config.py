@@ -37,6 +37,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from agents.common.config import TrainConfig
 from agents.rllib.env import register
+from agents.rllib.learner import ClipFractionPPOLearner
 from agents.rllib.module import MaskedActorCritic
 
 EPISODE_KEYS = ("mean_ttlt", "p99_ttlt", "mean_ttft", "throughput")
@@ -105,7 +106,11 @@ def algorithm_config(cfg: TrainConfig, actor_size: int | None) -> RLlibPPOConfig
             batch_mode="truncate_episodes",
             sample_timeout_s=r.sample_timeout_s,
         )
-        .learners(num_learners=r.num_learners, num_gpus_per_learner=r.num_gpus_per_learner)
+        .learners(
+            num_learners=r.num_learners,
+            num_gpus_per_learner=r.num_gpus_per_learner,
+            learner_class=ClipFractionPPOLearner,
+        )
         .training(
             lr=p.learning_rate,
             gamma=p.gamma,

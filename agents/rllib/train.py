@@ -90,7 +90,8 @@ def train_scalars(result: dict[str, Any], steps_this_iter: int) -> dict[str, flo
     ``rollout/ep_rew_mean`` and ``rollout/ep_len_mean`` (episode return and length, last 100
     episodes), ``rollout/ep_mean_ttlt`` and friends (the windows' metrics), ``train/*`` (the
     PPO update: ``entropy_loss`` is minus the entropy, ``value_loss`` the unclipped squared
-    error, ``approx_kl`` the mean KL against the sampling policy), ``time/fps``.
+    error, ``approx_kl`` the mean KL against the sampling policy, ``clip_fraction`` the share
+    of samples whose probability ratio was clipped), ``time/fps``.
     """
     from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -104,6 +105,7 @@ def train_scalars(result: dict[str, Any], steps_this_iter: int) -> dict[str, flo
         "train/value_loss": learner.get("vf_loss_unclipped", math.nan),
         "train/entropy_loss": -float(learner.get("entropy", math.nan)),
         "train/approx_kl": learner.get("mean_kl_loss", math.nan),
+        "train/clip_fraction": learner.get("clip_fraction", math.nan),
         "train/explained_variance": learner.get("vf_explained_var", math.nan),
         "train/loss": learner.get("total_loss", math.nan),
         "train/learning_rate": learner.get("default_optimizer_learning_rate", math.nan),

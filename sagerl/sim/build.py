@@ -30,7 +30,7 @@ def build_replicas(config: ClusterConfig) -> list[Replica]:
                     timer,
                     blocks,
                     sched,
-                    make_ordering(config.ordering),
+                    make_ordering(config.ordering, **config.ordering_options),
                     gpu=gpu.name,
                     model=model.name,
                     kv_bytes_per_block=timer.kv_bytes_per_token * sched.block_size,

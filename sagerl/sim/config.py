@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sagerl.errors import UnknownNameError
 from sagerl.schema import StrictModel
@@ -84,6 +84,11 @@ class ClusterConfig(StrictModel):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ordering: str = Field("fcfs", description="Ordering policy inside each replica.")
+    ordering_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword options of the ordering policy (e.g. sagesched's refresh, "
+        "buckets, refresh_tokens, preempt; every policy's victim), as in compare's policies.",
+    )
     placement: str = Field("round-robin", description="Placement policy across replicas.")
 
     @field_validator("ordering")
@@ -93,6 +98,15 @@ class ClusterConfig(StrictModel):
 
         _check(lambda: ORDERING.get(name))
         return name
+
+    @model_validator(mode="after")
+    def _known_ordering_options(self) -> ClusterConfig:
+        """Build the ordering once, so an unknown or invalid option fails at load time."""
+        from sagerl.policy import make_ordering
+
+        if self.ordering_options:
+            make_ordering(self.ordering, **self.ordering_options)
+        return self
 
     @field_validator("placement")
     @classmethod

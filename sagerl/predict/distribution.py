@@ -278,12 +278,7 @@ def _from_weighted(values: np.ndarray, weights: np.ndarray) -> LengthDistributio
         inverse = np.empty(xs.size, dtype=np.intp)
         inverse[order] = np.cumsum(first) - 1
         w = np.bincount(inverse, weights=weights, minlength=support.size)
-    d = LengthDistribution.__new__(LengthDistribution)
-    d.support = support
-    d.probs = w / w.sum()
-    d._cdf = None
-    d._cum_x = None
-    return d
+    return _from_sorted(support, w)
 
 
 def _from_sorted(support: np.ndarray, probs: np.ndarray) -> LengthDistribution:

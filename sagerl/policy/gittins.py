@@ -111,7 +111,7 @@ _SMALL = 24
 def _rank_lists(
     cdf: list[float], partial: list[float], support: list[float], j: int, a: float
 ) -> float:
-    """:func:`_rank_python` on Python lists (float() of each entry gives the same values)."""
+    """The short-tail Gittins loop on Python lists (plain floats beat numpy scalars here)."""
     f0 = cdf[j - 1] if j else 0.0
     s0 = partial[j - 1] if j else 0.0
     best = float("inf")
@@ -125,19 +125,15 @@ def _rank_lists(
 
 
 def _rank_python(dist: CostDistribution, j: int, a: float) -> float:
-    cdf = dist.cdf
-    partial = dist.partial
-    support = dist.support
-    f0 = float(cdf[j - 1]) if j else 0.0
-    s0 = float(partial[j - 1]) if j else 0.0
-    best = float("inf")
-    for k in range(j, support.size):
-        fk = float(cdf[k])
-        mass = fk - f0
-        value = (float(partial[k]) - s0 - a * mass + (1.0 - fk) * (float(support[k]) - a)) / mass
-        if value < best:
-            best = value
-    return best
+    """:func:`_rank_lists` on the arrays' tails from ``j - 1`` (same floats as ``tolist``)."""
+    start = j - 1 if j else 0
+    return _rank_lists(
+        dist.cdf[start:].tolist(),
+        dist.partial[start:].tolist(),
+        dist.support[start:].tolist(),
+        j - start,
+        a,
+    )
 
 
 def gittins_rank_bucketed(

@@ -367,17 +367,12 @@ def _to_onnx(module: Any, actor_size: int, path: Path) -> None:
         raise SagerlError(f"cannot export the policy to ONNX ({_one_line(exc)})") from None
 
 
-def _session(path: Path, threads: int = 1) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SagerlError(
-            "export checks the ONNX file with onnxruntime: pip install onnxruntime"
-        ) from None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, ["CPUExecutionProvider"])
+def _session(path: Path) -> Any:
+    """The router's CPU session (:func:`~sagerl.live.policy_runtime.cpu_session`) of ``path``."""
+    from sagerl.live.policy_runtime import cpu_session, import_onnxruntime
+
+    import_onnxruntime("export checks the ONNX file with onnxruntime: pip install onnxruntime")
+    return cpu_session(path)
 
 
 def onnx_latency_us(session: Any, actor_size: int, calls: int = 2000) -> float:

@@ -52,6 +52,28 @@ if TYPE_CHECKING:
     from sagerl.features import FeatureSpec
 
 
+def import_onnxruntime(missing: str) -> Any:
+    """The ``onnxruntime`` module, or a :class:`SagerlError` saying ``missing`` (how to install)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SagerlError(missing) from None
+    return onnxruntime
+
+
+def cpu_session(path: str | Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session as the router runs a policy: ``threads`` intra-op threads and
+    one inter-op thread. Export checks and times its file through this too, so the latency it
+    reports is the router's. Call :func:`import_onnxruntime` first for a clear missing-package
+    error; load errors are onnxruntime's own (callers word them)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, ["CPUExecutionProvider"])
+
+
 @runtime_checkable
 class PolicyRuntime(Protocol):
     """What the router asks for a decision (see module docstring)."""
@@ -138,17 +160,11 @@ class OnnxPolicyRuntime:
             raise SagerlError(
                 f"{side}: the policy has {slots} replica slots, the router {num_backends} backends"
             )
+        import_onnxruntime(
+            "ONNX policies need onnxruntime: pip install 'sagerl[serve]' onnxruntime"
+        )
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise SagerlError(
-                "ONNX policies need onnxruntime: pip install 'sagerl[serve]' onnxruntime"
-            ) from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, ["CPUExecutionProvider"])
+            self.session = cpu_session(self.path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise SagerlError(f"{self.path}: cannot load ONNX model ({one_line(exc)})") from None
         inputs = self.session.get_inputs()

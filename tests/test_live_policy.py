@@ -103,7 +103,6 @@ def test_router_views_equal_simulated_views_and_decisions() -> None:
             kv_blocks_total=v.kv_blocks_total,
             block_size=v.block_size,
         )
-        scrapes.append(ScrapeState(stats, t, t))
         seqs = list(rep.running) + [s for _, _, s in rep.waiting]
         for seq in seqs:
             f = Flight(seq.request, f"r{seq.request.id}", True, prediction=seq.prediction)
@@ -111,6 +110,8 @@ def test_router_views_equal_simulated_views_and_decisions() -> None:
             f.rank, f.work = st.rank, st.mean_cost
             ledger.accept(f)
             ledger.assign(f, rep.index)
+        sent = (ledger.in_flight(rep.index), ledger.kv_tokens[rep.index])
+        scrapes.append(ScrapeState(stats, t, t, sent=sent))
     router_views = build_views(registry, ledger, scrapes, 2.0, t)
     fields = (
         "index", "gpu", "model", "num_running", "num_waiting", "kv_blocks_used",
@@ -142,13 +143,47 @@ def test_stale_scrape_falls_back_to_the_ledger() -> None:
     v = build_views(registry, ledger, [old], stale_after_s=2.0, now=100.0)[0]
     assert (v.num_running, v.num_waiting) == (1, 2)
     assert v.kv_blocks_used == 3 * 10  # 160 prompt tokens = 10 blocks each
-    fresh = ScrapeState(EngineStats(running=1, waiting=0, kv_usage=0.5), 99.5, 99.5)
+    # Scraped when the router had one request there (160 prompt tokens): the two sent since
+    # count as waiting, and their KV (10 blocks each) is added to the scraped use.
+    fresh = ScrapeState(EngineStats(running=1, waiting=0, kv_usage=0.5), 99.5, 99.5, sent=(1, 160))
     v = build_views(registry, ledger, [fresh], stale_after_s=2.0, now=100.0)[0]
-    # The scrape predates two requests the router already sent: they count as waiting.
     assert (v.num_running, v.num_waiting) == (1, 2)
-    assert v.kv_blocks_used == int(np.ceil(0.5 * v.kv_blocks_total))
+    assert v.kv_blocks_used == int(np.ceil(0.5 * v.kv_blocks_total)) + 20
     v = build_views(registry, ledger, [fresh], 2.0, now=100.0, exclude={0})[0]
     assert not v.healthy
+
+
+def test_scrape_is_corrected_by_what_the_ledger_saw_since() -> None:
+    """Requests finished since the scrape stop counting; other clients' requests still count."""
+    registry = BackendRegistry([BackendSpec(url="http://127.0.0.1:9100", block_size=16)])
+    ledger = Ledger(1)
+    flights = []
+    for k in range(5):
+        f = Flight(Request(k, 0.0, 160, 0), f"r{k}", True)
+        ledger.accept(f)
+        ledger.assign(f, 0)
+        ledger.first_byte(f)
+        flights.append(f)
+    sent = (ledger.in_flight(0), ledger.kv_tokens[0])  # 5 requests, 800 tokens
+    # Only the router's five requests there, all running, 50 of 1,000 blocks.
+    own = ScrapeState(
+        EngineStats(running=5, waiting=0, kv_usage=0.05, kv_blocks_total=1000), 10.0, 10.0,
+        sent=sent,
+    )  # fmt: skip
+    # Two more clients' requests running and two waiting besides the router's five.
+    shared = ScrapeState(
+        EngineStats(running=7, waiting=2, kv_usage=0.08, kv_blocks_total=1000), 10.0, 10.0,
+        sent=sent,
+    )  # fmt: skip
+    for f in flights[:3]:
+        ledger.finish(f, "completed")
+    v = build_views(registry, ledger, [own], 2.0, now=10.2)[0]
+    assert (v.num_running, v.num_waiting) == (2, 0)  # not the scrape's 5
+    assert v.kv_blocks_used == 50 - 30  # three requests of 10 blocks each left
+    v = build_views(registry, ledger, [shared], 2.0, now=10.2)[0]
+    assert v.num_running + v.num_waiting == 2 + 4
+    assert (v.num_running, v.num_waiting) == (6, 0)
+    assert v.kv_blocks_used == 80 - 30
 
 
 def test_make_runtime_by_name_and_unknown_names() -> None:

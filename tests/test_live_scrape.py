@@ -140,3 +140,24 @@ def test_scraper_tracks_failures_and_recovery() -> None:
 
     asyncio.run(go())
     assert health == [(0, False), (0, False), (0, True)]
+
+
+def test_scraper_notes_what_the_router_had_there() -> None:
+    """The scrape keeps the router's in-flight count at sending plus what it dispatched while
+    waiting for the answer (the server may count those), and the KV tokens at sending."""
+    ledger = {"in_flight": 4, "kv": 900, "dispatched": 10}
+
+    async def fetch(url: str, timeout: float) -> str:
+        # While the scrape is in flight the router sends two more and one finishes.
+        ledger.update(in_flight=5, kv=1200, dispatched=12)
+        return VLLM_NEW
+
+    async def go() -> None:
+        s = Scraper(
+            ["http://b:1"], ["vllm"], ["b"], fetch, 0.1, 1.0,
+            snapshot=lambda i: (ledger["in_flight"], ledger["kv"], ledger["dispatched"]),
+        )  # fmt: skip
+        st = await s.scrape_once(0)
+        assert st.sent == (4 + 2, 900)
+
+    asyncio.run(go())

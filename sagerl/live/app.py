@@ -181,6 +181,11 @@ class Router:
             config.scrape.interval_s,
             config.scrape.timeout_s,
             self._on_scrape,
+            lambda i: (
+                self.ledger.in_flight(i),
+                self.ledger.kv_tokens[i],
+                self.ledger.dispatched[i],
+            ),
         )
         self.draining = False
         self._ids = itertools.count()

@@ -206,6 +206,12 @@ class ScrapeState:
         attempt_at: Time of the last attempt.
         failures: Consecutive failed attempts (0 after a success).
         error: The last failure's message ("" after a success).
+        sent: What of the router's own the successful scrape can hold, from its ledger:
+            ``(requests, KV tokens)``, the requests in flight on this backend when the scrape
+            was sent plus those dispatched to it before the answer came (the server may
+            count them), and the KV tokens at sending. The views subtract it to tell the
+            router's requests from other clients' and correct the scrape for what changed
+            since (see :mod:`sagerl.live.views`).
     """
 
     stats: EngineStats | None = None
@@ -213,6 +219,7 @@ class ScrapeState:
     attempt_at: float = -math.inf
     failures: int = 0
     error: str = ""
+    sent: tuple[int, int] = (0, 0)
 
     def age(self, now: float) -> float:
         """Seconds since the last successful scrape (``inf`` if none)."""
@@ -238,6 +245,9 @@ class Scraper:
         interval_s: Time between scrapes of one backend, s.
         timeout_s: Time allowed per scrape, s.
         on_result: Called with ``(index, ok)`` after each attempt (health tracking).
+        snapshot: ``snapshot(index) -> (requests in flight, KV tokens, requests dispatched
+            ever)`` of the router's own ledger for that backend, read as each scrape is sent
+            and when it is answered (kept as :attr:`ScrapeState.sent`).
     """
 
     def __init__(
@@ -249,8 +259,10 @@ class Scraper:
         interval_s: float,
         timeout_s: float,
         on_result: Callable[[int, bool], None] | None = None,
+        snapshot: Callable[[int], tuple[int, int, int]] | None = None,
     ) -> None:
         self.urls = urls
+        self.snapshot = snapshot
         self.engines = engines
         self.labels = labels
         self.fetch = fetch
@@ -295,6 +307,7 @@ class Scraper:
         """Scrape backend ``i`` now; update and return its state."""
         now = time.monotonic()
         prev = self.states[i]
+        before = self.snapshot(i) if self.snapshot is not None else (0, 0, 0)
         self.scrapes_total[i] += 1
         try:
             text = await asyncio.wait_for(
@@ -304,7 +317,7 @@ class Scraper:
         except Exception as exc:  # NOTE: any failure (refused, timeout, 5xx) counts the same
             self.failures_total[i] += 1
             msg = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-            state = ScrapeState(prev.stats, prev.ok_at, now, prev.failures + 1, msg)
+            state = ScrapeState(prev.stats, prev.ok_at, now, prev.failures + 1, msg, prev.sent)
             if prev.failures == 0:
                 log.warning("scrape of %s failed: %s", self.labels[i], msg)
             self.states[i] = state
@@ -325,7 +338,9 @@ class Scraper:
             self._warned_missing[i] |= new_missing
         if prev.failures:
             log.info("scrape of %s recovered after %d failure(s)", self.labels[i], prev.failures)
-        state = ScrapeState(stats, now, now, 0, "")
+        after = self.snapshot(i) if self.snapshot is not None else before
+        sent = (before[0] + after[2] - before[2], before[1])
+        state = ScrapeState(stats, now, now, 0, "", sent)
         self.states[i] = state
         if self.on_result:
             self.on_result(i, True)

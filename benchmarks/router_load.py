@@ -4,7 +4,9 @@ Starts emulated vLLM backends (``python -m sagerl emulate --count N``, one proce
 router (``python -m sagerl serve``, another process) on loopback, then replays a real trace
 (ShareGPT prompts with their real response lengths, in order; the bundled CASTILLO sample where
 the full data is missing) with streaming clients, twice per load shape: straight to the
-backends (round-robin), then through the router. Nothing but 127.0.0.1 is contacted and every
+backends (round-robin), then through the router, both over the same window of the trace (each
+pair its own window, so a router's prediction cache never holds a prompt from an earlier
+phase). Nothing but 127.0.0.1 is contacted and every
 phase is bounded in time.
 
 Load shapes:
@@ -15,8 +17,24 @@ Load shapes:
 * ``closed``: ``--concurrency`` clients each send their next request as soon as the last one
   ends, for ``--phase-s`` seconds: the request rate the path sustains.
 
-The router's own processing time (``sagerl_router_overhead_seconds``: body received to upstream
-request sent, plus first upstream byte to first byte forwarded) is read from its ``/metrics``.
+What the router adds is measured three ways:
+
+* **TTFT**: the difference of the client-observed TTFT percentiles of the two paths at the same
+  offered load. By default the router places round-robin, as the direct clients do, so both
+  paths put the same load on the backends; another ``--policy`` changes how the backends queue
+  as well (least-outstanding sends bursts of arrivals to the backend that just finished most,
+  which raises the backends' own TTFT tail), and the difference then mixes both effects.
+* **path**: per request, the client's TTFT minus the backend's own (the emulators run with
+  ``--timing`` and start each stream with their time from taking the request to writing its
+  first token): the time spent on the way, sockets and event loops included, without the
+  backends' flush schedule. Reported per path, and the router's minus the direct one.
+* the router's own processing time (``sagerl_router_overhead_seconds``: body received to
+  upstream request sent, plus first upstream byte to first byte forwarded), read from its
+  ``/metrics``: it misses the time a request waits before the router's loop reads it.
+
+``--router-cpus 1`` pins the router to CPU 1 and the clients and emulators to the others, as a
+deployment gives the router cores of its own; by default all three share the machine, and on 2
+cores the router's CPU then delays the clients and backends too.
 
 Both paths use the same client, :class:`sagerl.live.loadgen.LoadClient` (a raw asyncio protocol
 with the httptools parser, request bytes prepared once per trace entry): it costs a few tenths
@@ -28,7 +46,8 @@ ends are cut off and counted as errors.
 
 Usage::
 
-    python benchmarks/router_load.py                      # least-outstanding, no predictor
+    python benchmarks/router_load.py                      # round-robin, shared CPUs
+    python benchmarks/router_load.py --router-cpus 1      # the router on a core of its own
     python benchmarks/router_load.py --predictor sagesched --json runs/bench/router_pred.json
 
 The machine is shared: compare the router and direct columns of one run, not runs.
@@ -91,13 +110,26 @@ def parse_args() -> argparse.Namespace:
         help="emulator speed-up (0: chosen so --concurrency streams are in flight at --rate)",
     )  # fmt: skip
     p.add_argument("--stream-interval-ms", type=float, default=20.0, help="emulator flush period")
-    p.add_argument("--policy", default="least-outstanding", help="router placement policy")
+    p.add_argument(
+        "--policy", default="round-robin",
+        help="router placement policy (default: round-robin, as the direct clients place)",
+    )  # fmt: skip
     p.add_argument("--predictor", default="none", help="router length predictor (none, ...)")
     p.add_argument("--trace", default="sharegpt", help="data set replayed (its lengths, order)")
     p.add_argument("--shapes", default="open,closed", help="load shapes to run")
     p.add_argument(
         "--drain-s", type=float, default=60.0,
         help="after a phase, longest wait for its requests in flight (then they are cut off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--router-cpus", default="",
+        help="pin the router to these CPUs (e.g. 1) and everything else to the rest: the router "
+        "on a core of its own, as in a deployment, instead of competing with clients and backends",
+    )  # fmt: skip
+    p.add_argument(
+        "--repeats", type=int, default=1,
+        help="run each shape's direct/router pair this many times, alternating; the summary "
+        "adds the median of each figure over the pairs (the machine is shared and noisy)",
     )  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     return p.parse_args()
@@ -128,7 +160,11 @@ def load_trace(name: str, max_prompt: int, max_output: int) -> tuple[str, list[t
 
 # ---------------------------------------------------------------------------------- processes
 def start(
-    cmd: list[str], count: int, log_path: Path, timeout_s: float = 60.0
+    cmd: list[str],
+    count: int,
+    log_path: Path,
+    timeout_s: float = 60.0,
+    cpus: set[int] | None = None,
 ) -> tuple[subprocess.Popen, list[str]]:
     """Start a server process; wait for ``count`` loopback URLs in its output.
 
@@ -137,7 +173,10 @@ def start(
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = log_path.open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin
+    )
     out.close()
     deadline = time.monotonic() + timeout_s
     while True:
@@ -211,15 +250,21 @@ async def one(client: LoadClient, payload: bytes, stats: dict) -> None:
         return
     stats["ttft"].append(r.ttft_s)
     stats["ttlt"].append(r.ttlt_s)
+    if r.backend_ttft_s >= 0:
+        stats["path"].append(r.ttft_s - r.backend_ttft_s)
+        stats["backend"].append(r.backend_ttft_s)
 
 
-async def phase(shape: str, urls: list[str], trace: Trace, args: argparse.Namespace) -> dict:
+async def phase(
+    shape: str, urls: list[str], trace: Trace, args: argparse.Namespace, offset: int = 0
+) -> dict:
     """Run one load shape against ``urls`` (round-robin) for ``--phase-s`` seconds.
 
     Bounded: requests still running ``--drain-s`` after the phase ends are cut off (errors).
     """
     stats: dict = {
-        "ttft": [], "ttlt": [], "errors": 0, "in_flight": 0, "sent": 0, "error_kinds": set(),
+        "ttft": [], "ttlt": [], "path": [], "backend": [], "errors": 0, "in_flight": 0,
+        "sent": 0, "error_kinds": set(),
     }  # fmt: skip
     samples: list[int] = []
     clients = [LoadClient(u, timeout_s=args.phase_s + args.drain_s) for u in urls]
@@ -232,7 +277,7 @@ async def phase(shape: str, urls: list[str], trace: Trace, args: argparse.Namesp
     def launch() -> asyncio.Task:
         nonlocal k
         t = k % len(clients)
-        payload = trace.payload(k, t, clients[t])
+        payload = trace.payload(offset + k, t, clients[t])
         k += 1
         stats["sent"] += 1
         task = asyncio.ensure_future(one(clients[t], payload, stats))
@@ -278,6 +323,8 @@ async def phase(shape: str, urls: list[str], trace: Trace, args: argparse.Namesp
     wall = time.perf_counter() - t_start
     ttft = np.asarray(stats["ttft"]) * 1000
     ttlt = np.asarray(stats["ttlt"]) * 1000
+    path = np.asarray(stats["path"]) * 1000
+    backend = np.asarray(stats["backend"]) * 1000
     done = len(ttft)
     return {
         "sent": stats["sent"],
@@ -291,6 +338,10 @@ async def phase(shape: str, urls: list[str], trace: Trace, args: argparse.Namesp
         "ttft_p99_ms": float(np.percentile(ttft, 99)) if done else float("nan"),
         "ttlt_p50_ms": float(np.percentile(ttlt, 50)) if done else float("nan"),
         "ttlt_p99_ms": float(np.percentile(ttlt, 99)) if done else float("nan"),
+        "path_p50_ms": float(np.percentile(path, 50)) if len(path) else float("nan"),
+        "path_p99_ms": float(np.percentile(path, 99)) if len(path) else float("nan"),
+        "backend_ttft_p50_ms": float(np.percentile(backend, 50)) if len(path) else float("nan"),
+        "backend_ttft_p99_ms": float(np.percentile(backend, 99)) if len(path) else float("nan"),
     }
 
 
@@ -378,12 +429,23 @@ async def main_async(args: argparse.Namespace) -> dict:
     emu_cmd = [
         py, "-m", "sagerl", "emulate", "--count", str(args.backends), "--port", "0",
         "--time-scale", str(args.time_scale), "--stream-interval-ms",
-        str(args.stream_interval_ms),
+        str(args.stream_interval_ms), "--timing",
     ]  # fmt: skip
     procs = []
     tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
+    router_cpus = others = None
+    if args.router_cpus:
+        try:
+            router_cpus = {int(c) for c in args.router_cpus.split(",")}
+        except ValueError:
+            msg = f"--router-cpus wants CPU numbers like 1 or 2,3: {args.router_cpus!r}"
+            raise SystemExit(msg) from None
+        others = set(os.sched_getaffinity(0)) - router_cpus
+        if not others:
+            raise SystemExit(f"--router-cpus {args.router_cpus} leaves no CPU for the rest")
+        os.sched_setaffinity(0, others)  # this process: the clients
     try:
-        emu, urls = start(emu_cmd, args.backends, tmp / "emulators.log")
+        emu, urls = start(emu_cmd, args.backends, tmp / "emulators.log", cpus=others)
         procs.append(emu)
         cfg = {
             "port": 0,
@@ -401,21 +463,27 @@ async def main_async(args: argparse.Namespace) -> dict:
             [py, "-m", "sagerl", "serve", "--config", str(tmp / "serve.yaml")],
             1,
             tmp / "router.log",
+            cpus=router_cpus,
         )
         procs.append(router)
         router_url = rurls[0]
         # Warm-up: connections, tokenizer, predictor.
         warm = argparse.Namespace(**{**vars(args), "phase_s": 2.0, "rate": 50.0})
-        await phase("open", urls, trace, warm)
-        await phase("open", [router_url], trace, warm)
+        # Each direct/router pair replays its own window of the trace, and the warm-up one
+        # after them: a router with a predictor would otherwise find the prompts it embedded
+        # in an earlier phase in its cache.
+        window = int(2 * args.rate * args.phase_s) + 1
+        pairs = [(rep, shape) for rep in range(args.repeats) for shape in args.shapes.split(",")]
+        await phase("open", urls, trace, warm, window * len(pairs))
+        await phase("open", [router_url], trace, warm, window * len(pairs))
         results = []
         pids = {"router": router.pid, "emulators": emu.pid, "clients": None}
-        for shape in args.shapes.split(","):
+        for j, (rep, shape) in enumerate(pairs):
             for name, target in (("direct", urls), ("router", [router_url])):
                 before = await scrape(router_url)
                 cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
                 s0 = sched_seconds(router.pid)
-                r = await phase(shape, target, trace, args)
+                r = await phase(shape, target, trace, args, window * j)
                 s1 = sched_seconds(router.pid)
                 cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
                 r["router_on_cpu_share"] = (s1[0] - s0[0]) / r["wall_s"]
@@ -427,7 +495,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                     system = cpu1[k][1] - cpu0[k][1]
                     r[f"cpu_ms_per_req_{k}"] = 1000 * (user + system) / n
                     r[f"sys_share_{k}"] = system / (user + system) if user + system > 0 else 0.0
-                results.append({"shape": shape, "path": name, **r})
+                results.append({"shape": shape, "repeat": rep, "path": name, **r})
                 if name == "router":
                     results[-1]["router_metrics"] = router_metrics(before, after)
         return {
@@ -439,6 +507,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "policy": args.policy,
             "predictor": args.predictor,
             "backends": args.backends,
+            "router_cpus": sorted(router_cpus) if router_cpus else "shared",
             "results": results,
         }
     finally:
@@ -448,6 +517,8 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     loop = new_loop()
     asyncio.set_event_loop(loop)
     out = loop.run_until_complete(main_async(args))
@@ -456,7 +527,8 @@ def main() -> None:
         rows.append({k: v for k, v in r.items() if k != "router_metrics"})
     print_table(
         f"router load: {out['trace']}, {out['backends']} emulated A100 backends "
-        f"(time x{out['time_scale']:.3g}), policy {out['policy']}, predictor {out['predictor']}",
+        f"(time x{out['time_scale']:.3g}), policy {out['policy']}, predictor {out['predictor']}, "
+        f"router CPUs {out['router_cpus']}",
         rows,
     )
     summary = []
@@ -467,8 +539,14 @@ def main() -> None:
         summary.append(
             {
                 "shape": d["shape"],
+                "repeat": d["repeat"],
                 "added TTFT p50 ms": r["ttft_p50_ms"] - d["ttft_p50_ms"],
                 "added TTFT p99 ms": r["ttft_p99_ms"] - d["ttft_p99_ms"],
+                "added path p50 ms": r["path_p50_ms"] - d["path_p50_ms"],
+                "added path p99 ms": r["path_p99_ms"] - d["path_p99_ms"],
+                "backend TTFT p99 ms direct / router": (
+                    f"{d['backend_ttft_p99_ms']:.1f} / {r['backend_ttft_p99_ms']:.1f}"
+                ),
                 "added TTLT p50 ms": r["ttlt_p50_ms"] - d["ttlt_p50_ms"],
                 "rps direct": d["rps"],
                 "rps router": r["rps"],
@@ -482,6 +560,14 @@ def main() -> None:
                 "predictor batch mean": m.get("predictor_batch_mean", float("nan")),
             }
         )
+    if args.repeats > 1:
+        for shape in args.shapes.split(","):
+            rows_of = [row for row in summary if row["shape"] == shape]
+            median = {"shape": shape, "repeat": "median"}
+            for key, value in rows_of[0].items():
+                if key not in median and isinstance(value, float):
+                    median[key] = float(np.median([row[key] for row in rows_of]))
+            summary.append(median)
     print_table("router-added latency (router minus direct, same run)", summary)
     out["summary"] = summary
     write_json(args.json, out)

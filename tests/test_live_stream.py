@@ -305,3 +305,50 @@ def test_failed_scrapes_do_not_mark_down_a_backend_that_answers_requests() -> No
         router._on_scrape(i, False)
     assert router.registry[0].healthy
     assert not router.registry[1].healthy
+
+
+def test_emulator_timing_comment_passes_through_the_router(tmp_path: Any) -> None:
+    """``emulate --timing`` starts each stream with the backend's own TTFT as an SSE comment: the
+    load client reads it on both paths (it is at most the TTFT the client saw), and the router
+    forwards it untouched without counting it as a token."""
+    from sagerl.live.runner import serve_until_stopped, wait_started
+
+    emulator = bind_emulators(
+        1, "127.0.0.1", 0, time_scale=40.0, stream_interval_s=0.002, timing=True
+    )[0]
+    sock = emulator.sock
+
+    async def main(stop: asyncio.Event) -> None:
+        await serve_until_stopped([[(emulator.server, sock)]], stop, signals=False)
+
+    async def ready() -> None:
+        await wait_started([emulator.server])
+
+    log = tmp_path / "transitions.jsonl"
+    backend = ServerThread(main, ready).start()
+    try:
+        cfg = ServeConfig.model_validate(
+            {"port": 0, "backends": [{"url": emulator.url}], "policy": {"name": "round-robin"},
+             "transition_log": str(log)}
+        )  # fmt: skip
+        with cluster_in_thread(cfg) as (c, _):
+
+            async def go(url: str) -> list[Any]:
+                client = LoadClient(url)
+                try:
+                    payload = _payload(client, 25)
+                    return [await client.send(payload, keep_body=True) for _ in range(3)]
+                finally:
+                    client.close()
+
+            results = asyncio.run(go(emulator.url)) + asyncio.run(go(c.url))
+    finally:
+        backend.stop()
+    for r in results:
+        assert r.status == 200 and r.done
+        assert 0 < r.backend_ttft_s <= r.ttft_s
+        comment, rest = r.body.split(b"\n\n", 1)
+        assert comment.startswith(b": emulator-ttft-us=")
+        assert _texts(rest) == [WORDS[i % len(WORDS)] for i in range(25)]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [rec["outcome"]["output_tokens"] for rec in records] == [25, 25, 25]

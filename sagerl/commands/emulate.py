@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="real milliseconds between token flushes while decoding",
     )  # fmt: skip
     parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="start each stream with the SSE comment `: emulator-ttft-us=N` (this server's own "
+        "time to first token; benchmarks/router_load.py uses it)",
+    )
+    parser.add_argument(
         "--old-metric-names",
         action="store_true",
         help="export vllm:gpu_cache_usage_perc (vLLM < 0.10) instead of kv_cache_usage_perc",
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         tokens=tokens,
         tp=args.tp,
         stream_interval_s=args.stream_interval_ms / 1000.0,
+        timing=args.timing,
     )
     for s in servers:
         print(s.describe(), flush=True)

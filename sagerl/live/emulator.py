@@ -68,6 +68,9 @@ _WORD_JSON = [json.dumps(w).encode() for w in WORDS]
 _END = b"data: [DONE]\n\n"
 """How a stream's last chunk ends."""
 
+TIMING_COMMENT = b"emulator-ttft-us="
+"""Name of the SSE comment that carries the emulator's own TTFT (``timing=True``)."""
+
 DEFAULT_MAX_MODEL_LEN = 8192
 """Context length (prompt + output) when a request sets no ``max_tokens``."""
 
@@ -313,6 +316,11 @@ class EmulatorApp:
         kv_metric: Name of the KV-usage metric (``vllm:gpu_cache_usage_perc`` emulates an
             older vLLM).
         tokens: Prompt-token counter (a :class:`sagerl.live.prediction.TokenCounter`).
+        timing: Start every stream with the SSE comment ``: emulator-ttft-us=N`` (N: this
+            server's own time from taking the request to writing its first token, in
+            microseconds). A load benchmark subtracts it from the TTFT its client saw, which
+            leaves the time spent on the way (router, sockets, event loops) without the
+            backend's flush schedule; SSE clients ignore comment lines.
     """
 
     def __init__(
@@ -322,8 +330,10 @@ class EmulatorApp:
         mean_output_tokens: float = 128.0,
         kv_metric: str = "vllm:kv_cache_usage_perc",
         tokens: Any = None,
+        timing: bool = False,
     ) -> None:
         self.engine = engine
+        self.timing = timing
         self.served_model = served_model
         self.mean_output_tokens = mean_output_tokens
         self.kv_metric = kv_metric
@@ -491,6 +501,7 @@ class EmulatorApp:
         n_words = len(events)
         total = job.seq.output_tokens
         sent = 0
+        timing = self.timing
 
         def render() -> bytes:
             nonlocal sent
@@ -498,6 +509,9 @@ class EmulatorApp:
             if upto <= sent and not job.done:
                 return b""
             parts = [events[i % n_words] for i in range(sent, min(upto, total - 1))]
+            if timing and sent == 0:
+                us = int((time.monotonic() - job.arrived) * 1e6)
+                parts.insert(0, b": %s%d\n\n" % (TIMING_COMMENT, us))
             if upto >= total > sent:
                 word = _WORD_JSON[(total - 1) % n_words]
                 parts.append(head + word + tail_mid + f'"{finish}"}}]}}\n\n'.encode())
@@ -606,6 +620,7 @@ def build_emulator(
     tokens: Any = None,
     tp: int = 1,
     stream_interval_s: float = 0.005,
+    timing: bool = False,
 ) -> EmulatorApp:
     """An emulated server (engine + app) ready to hand to :func:`sagerl.live.runner.make_server`."""
     engine = EmulatedEngine(
@@ -616,7 +631,9 @@ def build_emulator(
         priority_scheduling=priority_scheduling,
         stream_interval_s=stream_interval_s,
     )
-    return EmulatorApp(engine, served_model or model, mean_output_tokens, kv_metric, tokens)
+    return EmulatorApp(
+        engine, served_model or model, mean_output_tokens, kv_metric, tokens, timing=timing
+    )
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 import httptools
 
 _DONE = b"data: [DONE]"
+_TIMING = b": emulator-ttft-us="
+"""The emulator's timing comment (:data:`sagerl.live.emulator.TIMING_COMMENT`)."""
 
 
 @dataclass(slots=True)
@@ -37,6 +40,8 @@ class Result:
         done: Whether the body's tail held ``data: [DONE]`` (a complete SSE stream).
         error: Why the request failed on the wire ("" when a whole message arrived).
         body: The whole body, kept only when asked for (``keep_body``).
+        backend_ttft_s: The backend's own TTFT when the stream starts with the emulator's
+            timing comment (``emulate --timing``), s; -1 otherwise.
     """
 
     status: int
@@ -45,12 +50,14 @@ class Result:
     done: bool
     error: str = ""
     body: bytes = b""
+    backend_ttft_s: float = -1.0
 
 
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight."""
 
     __slots__ = (
+        "backend_ttft",
         "first_at",
         "fut",
         "idle",
@@ -72,6 +79,7 @@ class _Conn(asyncio.Protocol):
         self.fut: asyncio.Future[Result] | None = None
         self.sent_at = 0.0
         self.first_at = -1.0
+        self.backend_ttft = -1.0
         self.status = 0
         self.prev = b""
         self.last = b""
@@ -101,6 +109,10 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.first_at < 0:
             self.first_at = time.perf_counter()
+            if body.startswith(_TIMING):
+                end = body.find(b"\n", len(_TIMING))
+                with contextlib.suppress(ValueError):
+                    self.backend_ttft = int(body[len(_TIMING) : end]) / 1e6
         if self.keep_body:
             self.parts.append(body)
         self.prev = self.last
@@ -114,7 +126,9 @@ class _Conn(asyncio.Protocol):
         tail = self.prev[-64:] + self.last
         ttft = self.first_at - self.sent_at if self.first_at >= 0 else -1.0
         body = b"".join(self.parts) if self.keep_body else b""
-        result = Result(self.status, ttft, now - self.sent_at, _DONE in tail, "", body)
+        result = Result(
+            self.status, ttft, now - self.sent_at, _DONE in tail, "", body, self.backend_ttft
+        )
         if self.transport is not None and self.keep_alive:
             self.idle.append(self)
         elif self.transport is not None:
@@ -128,6 +142,7 @@ class _Conn(asyncio.Protocol):
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.fut = fut
         self.first_at = -1.0
+        self.backend_ttft = -1.0
         self.status = 0
         self.keep_alive = False
         self.prev = self.last = b""

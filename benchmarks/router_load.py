@@ -32,9 +32,11 @@ What the router adds is measured three ways:
   upstream request sent, plus first upstream byte to first byte forwarded), read from its
   ``/metrics``: it misses the time a request waits before the router's loop reads it.
 
-``--router-cpus 1`` pins the router to CPU 1 and the clients and emulators to the others, as a
-deployment gives the router cores of its own; by default all three share the machine, and on 2
-cores the router's CPU then delays the clients and backends too.
+By default the router gets the highest-numbered CPU and the clients and emulators the others
+(``--router-cpus auto``), as a deployment gives a router cores of its own and runs its clients
+and model servers elsewhere; ``--router-cpus 1`` names the router's CPUs, and ``--router-cpus
+shared`` lets all three processes share every CPU (on 2 cores the router's CPU then delays the
+clients and backends too, which the added latency includes).
 
 Both paths use the same client, :class:`sagerl.live.loadgen.LoadClient` (a raw asyncio protocol
 with the httptools parser, request bytes prepared once per trace entry): it costs a few tenths
@@ -46,8 +48,8 @@ ends are cut off and counted as errors.
 
 Usage::
 
-    python benchmarks/router_load.py                      # round-robin, shared CPUs
-    python benchmarks/router_load.py --router-cpus 1      # the router on a core of its own
+    python benchmarks/router_load.py                      # round-robin, the router on its own CPU
+    python benchmarks/router_load.py --router-cpus shared # router, clients, backends share CPUs
     python benchmarks/router_load.py --predictor sagesched --json runs/bench/router_pred.json
 
 The machine is shared: compare the router and direct columns of one run, not runs.
@@ -122,9 +124,9 @@ def parse_args() -> argparse.Namespace:
         help="after a phase, longest wait for its requests in flight (then they are cut off)",
     )  # fmt: skip
     p.add_argument(
-        "--router-cpus", default="",
-        help="pin the router to these CPUs (e.g. 1) and everything else to the rest: the router "
-        "on a core of its own, as in a deployment, instead of competing with clients and backends",
+        "--router-cpus", default="auto",
+        help="CPUs of the router (e.g. 1 or 2,3); the clients and emulators get the rest. auto: "
+        "the highest-numbered CPU when there are 2 or more; shared: no pinning",
     )  # fmt: skip
     p.add_argument(
         "--repeats", type=int, default=1,
@@ -434,13 +436,19 @@ async def main_async(args: argparse.Namespace) -> dict:
     procs = []
     tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
     router_cpus = others = None
-    if args.router_cpus:
+    available = set(os.sched_getaffinity(0))
+    if args.router_cpus == "auto" and len(available) >= 2:
+        router_cpus = {max(available)}
+    elif args.router_cpus not in ("auto", "shared"):
         try:
             router_cpus = {int(c) for c in args.router_cpus.split(",")}
         except ValueError:
-            msg = f"--router-cpus wants CPU numbers like 1 or 2,3: {args.router_cpus!r}"
-            raise SystemExit(msg) from None
-        others = set(os.sched_getaffinity(0)) - router_cpus
+            msg = "--router-cpus wants auto, shared or CPU numbers like 1 or 2,3: "
+            raise SystemExit(msg + repr(args.router_cpus)) from None
+    if router_cpus is not None:
+        if not router_cpus <= available:
+            raise SystemExit(f"--router-cpus {args.router_cpus}: this process may use {available}")
+        others = available - router_cpus
         if not others:
             raise SystemExit(f"--router-cpus {args.router_cpus} leaves no CPU for the rest")
         os.sched_setaffinity(0, others)  # this process: the clients

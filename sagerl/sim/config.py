@@ -46,6 +46,15 @@ class SchedulerConfig(StrictModel):
         description="Advance many decode iterations at once while nothing changes. Same results "
         "as step-by-step mode (up to float rounding), far faster.",
     )
+    reserve_quantile: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Admission by reservation (S3-style): admit a waiting request only while the "
+        "KV its prompt and this quantile of its predicted output length need, added to what the "
+        "running requests reserved, fits the cache. null: vLLM's rule (admit when the prompt's "
+        "blocks are free; preempt when decoding runs out).",
+    )
 
 
 class ReplicaSpec(StrictModel):

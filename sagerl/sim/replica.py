@@ -12,6 +12,12 @@ and the allocation retried. Waiting sequences are admitted in ordering-key order
 was preempted in this iteration, while the budget, the running cap and the free blocks allow;
 admission stops at the first sequence that does not fit (no head-of-line skipping).
 
+Admission by reservation (``SchedulerConfig.reserve_quantile``, off by default; S3-style): a
+waiting sequence is admitted only if the blocks for its prompt plus that quantile of its predicted
+output length, added to what the running sequences reserved, fit the cache (a sequence is always
+admitted into an empty batch). Reservations are released when a sequence finishes or is
+preempted, so a gated head stays gated until then, which keeps the fast path's invariant.
+
 Fast path (``SchedulerConfig.fast_path``): when an iteration is pure decode for every running
 sequence, nothing was preempted and no waiting sequence can be admitted, the following iterations
 are identical in shape until (a) a sequence finishes, (b) the KV cache runs out, or (c) a new
@@ -265,6 +271,8 @@ class Replica:
         self.num_plans = 0
         self.num_segments = 0
         self.num_preemptions = 0
+        # Blocks reserved by the running sequences (SchedulerConfig.reserve_quantile).
+        self.reserved_blocks = 0
         # Simulator-only knowledge for privileged observations (envs.critic): over the
         # sequences held (running and waiting), the true output tokens still to come,
         # sum(O - g), and twice their hybrid cost still to come,
@@ -369,6 +377,17 @@ class Replica:
         self.plan = plan
         return plan.end
 
+    def _reservation(self, seq: Sequence, q: float) -> int:
+        """KV blocks to reserve for ``seq`` (``SchedulerConfig.reserve_quantile``): its prompt
+        plus the ``q`` quantile of its predicted output length, and never less than the tokens
+        it already holds (a preempted sequence keeps its generated tokens); without a
+        prediction, what it holds now plus one token."""
+        known = seq.prompt_tokens + seq.num_generated + 1
+        pred = seq.prediction
+        if pred is not None:
+            known = max(known, seq.prompt_tokens + math.ceil(pred.quantile(q)))
+        return -(-known // self.block_size)
+
     def _preempt(self, victim: Sequence, now: float) -> float:
         """Preempt ``victim``; returns the swap-out time it costs (0 for recompute), s."""
         self.running.remove(victim)
@@ -380,6 +399,8 @@ class Replica:
             victim.num_computed = 0
         self.free_blocks += victim.blocks
         victim.blocks = 0
+        self.reserved_blocks -= victim.reserved
+        victim.reserved = 0
         victim.num_preemptions += 1
         self.num_preemptions += 1
         self._enqueue(victim, now)
@@ -451,14 +472,23 @@ class Replica:
         if not preempted:
             waiting = self.waiting
             for_rank = self.ordering.preempt_for_rank
+            reserve_q = cfg.reserve_quantile
             while waiting and budget > 0:
                 seq = waiting[0][2]
                 uncomputed = seq.num_tokens - seq.num_computed
                 n = min(uncomputed, budget)
                 if n < uncomputed and not cfg.enable_chunked_prefill:
                     break
+                if reserve_q is not None:
+                    reserve = self._reservation(seq, reserve_q)
+                    if self.running and self.reserved_blocks + reserve > self.kv_blocks_total:
+                        break  # waits for a completion (reservations change only then)
+                    seq.reserved = reserve
+                    self.reserved_blocks += reserve
                 need = _blocks(seq.num_computed + n, bs)
                 if need > self.free_blocks or len(self.running) >= cfg.max_num_seqs:
+                    self.reserved_blocks -= seq.reserved  # not admitted after all
+                    seq.reserved = 0
                     # Blocked. Preemption for rank: displace a worse running sequence, retry.
                     if not for_rank or seq in rank_preempted:
                         break
@@ -731,6 +761,8 @@ class Replica:
             self.running.remove(seq)
             self.free_blocks += seq.blocks
             seq.blocks = 0
+            self.reserved_blocks -= seq.reserved
+            seq.reserved = 0
             seq.status = SeqStatus.FINISHED
             seq.finish_time = now
         if finished:

@@ -51,6 +51,7 @@ class Sequence:
         "rekey_at",
         "replica",
         "request",
+        "reserved",
         "scheduled_tokens",
         "sort_key",
         "status",
@@ -82,6 +83,8 @@ class Sequence:
         # Generated-token count at which the ordering key must be recomputed (policies with
         # ``progress_keys``; see OrderingPolicy.next_rekey). Set by the replica.
         self.rekey_at = NEVER
+        # KV blocks reserved for it while running (SchedulerConfig.reserve_quantile; else 0).
+        self.reserved = 0
 
     @property
     def id(self) -> int:

@@ -480,8 +480,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         # Each direct/router pair replays its own window of the trace, and the warm-up one
         # after them: a router with a predictor would otherwise find the prompts it embedded
         # in an earlier phase in its cache.
-        window = int(2 * args.rate * args.phase_s) + 1
         pairs = [(rep, shape) for rep in range(args.repeats) for shape in args.shapes.split(",")]
+        window = len(items) // (len(pairs) + 1)
         await phase("open", urls, trace, warm, window * len(pairs))
         await phase("open", [router_url], trace, warm, window * len(pairs))
         results = []
@@ -516,6 +516,8 @@ async def main_async(args: argparse.Namespace) -> dict:
             "predictor": args.predictor,
             "backends": args.backends,
             "router_cpus": sorted(router_cpus) if router_cpus else "shared",
+            "trace_window": window,
+            "trace_window_overrun": any(r["sent"] > window for r in results),
             "results": results,
         }
     finally:
@@ -577,6 +579,12 @@ def main() -> None:
                     median[key] = float(np.median([row[key] for row in rows_of]))
             summary.append(median)
     print_table("router-added latency (router minus direct, same run)", summary)
+    if out["trace_window_overrun"]:
+        print(
+            f"note: a phase sent more than its trace window ({out['trace_window']} requests), so "
+            "later phases replayed some of its prompts (a predictor's cache may hold them); use "
+            "fewer --repeats or a shorter --phase-s"
+        )
     out["summary"] = summary
     write_json(args.json, out)
 

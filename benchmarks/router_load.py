@@ -117,6 +117,10 @@ def parse_args() -> argparse.Namespace:
         help="router placement policy (default: round-robin, as the direct clients place)",
     )  # fmt: skip
     p.add_argument("--predictor", default="none", help="router length predictor (none, ...)")
+    p.add_argument(
+        "--predictor-options", default="{}", metavar="JSON",
+        help='the predictor\'s options, e.g. \'{"embedder": {"max_seq_len": 32}}\'',
+    )  # fmt: skip
     p.add_argument("--trace", default="sharegpt", help="data set replayed (its lengths, order)")
     p.add_argument("--shapes", default="open,closed", help="load shapes to run")
     p.add_argument(
@@ -433,6 +437,10 @@ async def main_async(args: argparse.Namespace) -> dict:
         "--time-scale", str(args.time_scale), "--stream-interval-ms",
         str(args.stream_interval_ms), "--timing",
     ]  # fmt: skip
+    try:
+        predictor_options = json.loads(args.predictor_options)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--predictor-options is not JSON: {exc}") from None
     procs = []
     tmp = Path(tempfile.mkdtemp(prefix="sagerl-bench-"))
     router_cpus = others = None
@@ -461,7 +469,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 {"url": u, "engine": "vllm", "gpu": "A100", "model": "llama-3.1-8b"} for u in urls
             ],
             "policy": {"name": args.policy},
-            "predictor": {"name": args.predictor},
+            "predictor": {"name": args.predictor, "options": predictor_options},
             "transition_log": str(tmp / "transitions.jsonl"),
             "log_level": "warning",
             "scrape": {"interval_s": 0.5},
@@ -514,6 +522,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "time_scale": args.time_scale,
             "policy": args.policy,
             "predictor": args.predictor,
+            "predictor_options": predictor_options,
             "backends": args.backends,
             "router_cpus": sorted(router_cpus) if router_cpus else "shared",
             "trace_window": window,

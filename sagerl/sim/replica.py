@@ -479,16 +479,13 @@ class Replica:
                 n = min(uncomputed, budget)
                 if n < uncomputed and not cfg.enable_chunked_prefill:
                     break
+                reserve = 0
                 if reserve_q is not None:
                     reserve = self._reservation(seq, reserve_q)
                     if self.running and self.reserved_blocks + reserve > self.kv_blocks_total:
                         break  # waits for a completion (reservations change only then)
-                    seq.reserved = reserve
-                    self.reserved_blocks += reserve
                 need = _blocks(seq.num_computed + n, bs)
                 if need > self.free_blocks or len(self.running) >= cfg.max_num_seqs:
-                    self.reserved_blocks -= seq.reserved  # not admitted after all
-                    seq.reserved = 0
                     # Blocked. Preemption for rank: displace a worse running sequence, retry.
                     if not for_rank or seq in rank_preempted:
                         break
@@ -507,6 +504,8 @@ class Replica:
                     seq.swapped = False
                 self.free_blocks -= need
                 seq.blocks = need
+                seq.reserved = reserve
+                self.reserved_blocks += reserve
                 seq.status = SeqStatus.RUNNING
                 if seq.first_scheduled < 0:
                     seq.first_scheduled = now

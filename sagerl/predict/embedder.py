@@ -27,6 +27,8 @@ import importlib.util
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,39 @@ no longer fused (CASTILLO CRPS 185.2 against revision 1's 184.8, ShareGPT 90.2 b
 RunFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def encoder_session(path: str | Path, threads: int, profile_prefix: str | None = None) -> Any:
+    """The onnxruntime CPU session the ONNX backends run the encoder in: ``threads`` intra-op
+    threads, sequential, every graph rewrite but :data:`ORT_DISABLED_OPTIMIZERS`. With
+    ``profile_prefix`` onnxruntime also records each operator's time
+    (``benchmarks/encoder_profile.py``); otherwise the options are the run time's."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(
+        str(path),
+        opts,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+    )
+
+
+def session_runner(session: Any) -> RunFn:
+    """The embedder's run function over an :func:`encoder_session`."""
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    return run
+
+
 def plan_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Group prompt indices into forward passes that waste little compute on padding.
 
@@ -100,6 +135,8 @@ class Embedder:
 
     Args:
         config: Backend, truncation length, threads, batch size and LRU size.
+        session: An onnxruntime session of the backend's model to run instead of building one
+            (:func:`encoder_session` with profiling on, in ``benchmarks/encoder_profile.py``).
 
     The model is loaded on the first text that misses both caches, so a run on precomputed
     embeddings never loads it.
@@ -107,7 +144,7 @@ class Embedder:
 
     dim: int = EMBED_DIM
 
-    def __init__(self, config: EmbedderConfig | None = None) -> None:
+    def __init__(self, config: EmbedderConfig | None = None, session: Any = None) -> None:
         self.config = config or EmbedderConfig()
         backend = self.config.backend
         if backend.startswith("onnx") and importlib.util.find_spec("onnxruntime") is None:
@@ -117,6 +154,8 @@ class Embedder:
         self._tokenizer = None
         self._cls = self._sep = 0
         self._run: RunFn | None = None
+        if session is not None:  # a caller's session of the same model (e.g. profiling)
+            self._run = session_runner(session)
         self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._known: dict[bytes, np.ndarray] = {}
 
@@ -294,8 +333,6 @@ class Embedder:
         return self._run
 
     def _onnx_runner(self) -> RunFn | None:
-        import onnxruntime as ort
-
         from sagerl.predict.minilm import ensure_onnx
 
         try:
@@ -303,23 +340,7 @@ class Embedder:
         except Exception as exc:  # export needs torch + onnx; fall back rather than fail
             log.warning("ONNX export failed (%s); the embedder falls back to torch", exc)
             return None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.config.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(
-            str(path),
-            opts,
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
-        )
-
-        def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-
-        return run
+        return session_runner(encoder_session(path, self.config.threads))
 
     def _torch_runner(self) -> RunFn:
         import torch

@@ -75,6 +75,48 @@ def test_matrix_records_and_report(tmp_path: Path) -> None:
     assert "| policy |" in markdown_tables(summary, "rps")
 
 
+def test_improvement_names_the_rival_headroom_and_paired_seeds() -> None:
+    """Hand-built records: SageSched's variant is not its rival, the oracle gives the
+    headroom, and the paired count compares the same seeds."""
+    ttlt = {  # policy -> mean TTLT per seed 0..2
+        "sagesched": [9.0, 11.0, 10.0],
+        "sagesched-10buckets": [9.5, 10.5, 10.1],  # the same scheduler, another reading
+        "svf": [10.0, 10.5, 12.5],
+        "fcfs": [20.0, 20.0, 20.0],
+        "oracle-srpt": [8.0, 8.0, 8.0],
+    }
+    records = [
+        {
+            "policy": policy,
+            "ordering": policy.split("-")[0] if policy != "oracle-srpt" else policy,
+            "placement": "round-robin",
+            "oracle": policy == "oracle-srpt",
+            "rate": 1.0,
+            "rate_rps": 3.0,
+            "load": 1.0,
+            "seed": seed,
+            "mean_ttlt": value,
+        }
+        for policy, values in ttlt.items()
+        for seed, value in enumerate(values)
+    ]
+    for r in records:
+        r.update({k: 0.0 for k in ("p50_ttlt", "p99_ttlt", "mean_ttft", "p99_ttft")})
+        r.update({k: 0.0 for k in ("mean_tpot", "throughput_rps", "throughput_tok_s")})
+        r.update({k: 0.0 for k in ("preemptions", "kv_use_mean", "rejected", "wall_s")})
+    g = improvement(aggregate(records), records).iloc[0]
+    assert g["best"] == "sagesched" and g["runner_up"] == "sagesched-10buckets"
+    assert g["sagesched_vs"] == "svf"  # the best policy that is not a SageSched variant
+    assert g["sagesched_gain_pct"] == pytest.approx(100 * (11.0 - 10.0) / 11.0)
+    assert g["oracle_mean_ttlt"] == pytest.approx(8.0)
+    assert g["sagesched_headroom_pct"] == pytest.approx(100 * (11.0 - 8.0) / 11.0)
+    assert g["headroom_pct"] == pytest.approx(100 * (10.0333333 - 8.0) / 10.0333333)
+    assert (g["sagesched_seeds_won"], g["sagesched_seeds_lost"], g["sagesched_seeds"]) == (2, 1, 3)
+    # Without per-seed records only the name marks a variant, and there is no paired count.
+    bare = improvement(aggregate(records)).iloc[0]
+    assert bare["sagesched_vs"] == "sagesched-10buckets" and "sagesched_seeds" not in bare
+
+
 def test_compare_cli_writes_tables_plots_and_json(tmp_path: Path) -> None:
     data = {**SMALL, "compare": {**SMALL["compare"], "processes": 2, "seeds": [0]}}
     out = tmp_path / "records.json"
@@ -87,6 +129,8 @@ def test_compare_cli_writes_tables_plots_and_json(tmp_path: Path) -> None:
     for name in ("runs.csv", "summary.csv", "tables.md", "ttlt_vs_rate.png", "ttft_vs_rate.png"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+    gains = (run_dir / "improvement.csv").read_text().splitlines()[0].split(",")
+    assert {"headroom_pct", "sagesched_vs", "sagesched_seeds_won"} <= set(gains)
 
 
 def test_saturation_is_measured_when_rates_are_fractions(tmp_path: Path) -> None:

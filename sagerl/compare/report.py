@@ -63,12 +63,26 @@ def aggregate(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return out
 
 
-def improvement(summary: pd.DataFrame, metric: str = "mean_ttlt") -> pd.DataFrame:
+def improvement(
+    summary: pd.DataFrame,
+    records: Sequence[dict[str, Any]] | None = None,
+    metric: str = "mean_ttlt",
+) -> pd.DataFrame:
     """Per rate: the best and runner-up non-oracle policies on ``metric`` and the gain, percent.
 
-    Also where a policy named ``sagesched`` exists: its gain over the best *other* non-oracle
-    policy (negative when it loses).
+    Where an oracle policy ran (e.g. ``oracle-srpt``), also the clairvoyant bound and the
+    *headroom*: how far below the runner-up the bound lies, percent. No policy that only
+    predicts can be expected to beat the runner-up by more than that, so it says whether a
+    target gain (the paper's 28.7%) is reachable on this workload at all.
+
+    Where a policy named ``sagesched`` exists: its gain over its best *rival* (the best
+    non-oracle policy that is not a variant of it, see :func:`_variants_of`; negative when it
+    loses), the headroom below that rival, and, given the per-seed ``records``, in how many seeds it
+    scored below and above that policy on the very same requests (a paired count, which tells
+    a seed-noise difference from a steady one).
     """
+    frame = pd.DataFrame(list(records)) if records else None
+    own = _variants_of(frame, "sagesched")
     rows = []
     for (rate, rate_rps), part in summary.groupby(["rate", "rate_rps"], sort=True):
         fair = part[~part["oracle"]].sort_values(metric)
@@ -87,14 +101,54 @@ def improvement(summary: pd.DataFrame, metric: str = "mean_ttlt") -> pd.DataFram
             row["runner_up"] = runner["policy"]
             row["runner_up_" + metric] = runner[metric]
             row["gain_pct"] = 100.0 * (runner[metric] - best[metric]) / runner[metric]
+        oracles = part[part["oracle"]].sort_values(metric)
+        if not oracles.empty:
+            bound = oracles.iloc[0]
+            row["oracle"] = bound["policy"]
+            row["oracle_" + metric] = bound[metric]
+            if len(fair) > 1:
+                row["headroom_pct"] = 100.0 * (runner[metric] - bound[metric]) / runner[metric]
         sage = fair[fair["policy"] == "sagesched"]
-        others = fair[fair["policy"] != "sagesched"]
+        others = fair[~fair["policy"].isin(own)]
         if not sage.empty and not others.empty:
             s, o = sage.iloc[0], others.iloc[0]
+            row["sagesched_" + metric] = s[metric]
             row["sagesched_vs"] = o["policy"]
+            row["sagesched_vs_" + metric] = o[metric]
             row["sagesched_gain_pct"] = 100.0 * (o[metric] - s[metric]) / o[metric]
+            if not oracles.empty:
+                row["sagesched_headroom_pct"] = 100.0 * (o[metric] - bound[metric]) / o[metric]
+            if frame is not None:
+                won, lost, seeds = _paired(frame[frame["rate"] == rate], "sagesched", o["policy"])
+                row["sagesched_seeds_won"], row["sagesched_seeds_lost"] = won, lost
+                row["sagesched_seeds"] = seeds
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _variants_of(frame: pd.DataFrame | None, policy: str) -> set[str]:
+    """``policy`` and the policies that differ from it only in options (same ordering and
+    placement, e.g. ``sagesched-10buckets``): another reading of the same scheduler, not a
+    rival. Without records to tell, only ``policy`` itself."""
+    if frame is None or not {"ordering", "placement"} <= set(frame.columns):
+        return {policy}
+    mine = frame[frame["policy"] == policy]
+    if mine.empty:
+        return {policy}
+    same = (frame["ordering"] == mine["ordering"].iloc[0]) & (
+        frame["placement"] == mine["placement"].iloc[0]
+    )
+    return {policy, *frame.loc[same, "policy"]}
+
+
+def _paired(
+    cell: pd.DataFrame, policy: str, rival: str, metric: str = "mean_ttlt"
+) -> tuple[int, int, int]:
+    """Seeds in which ``policy`` scored below and above ``rival``, and the seeds both ran."""
+    a = cell[cell["policy"] == policy].set_index("seed")[metric]
+    b = cell[cell["policy"] == rival].set_index("seed")[metric]
+    both = a.index.intersection(b.index)
+    return int((a[both] < b[both]).sum()), int((a[both] > b[both]).sum()), int(both.size)
 
 
 def _cell(mean: float, std: float, fmt: str) -> str:

@@ -70,10 +70,11 @@ def improvement(
 ) -> pd.DataFrame:
     """Per rate: the best and runner-up non-oracle policies on ``metric`` and the gain, percent.
 
-    Where an oracle policy ran (e.g. ``oracle-srpt``), also the clairvoyant bound and the
-    *headroom*: how far below the runner-up the bound lies, percent. No policy that only
-    predicts can be expected to beat the runner-up by more than that, so it says whether a
-    target gain (the paper's 28.7%) is reachable on this workload at all.
+    Where an oracle policy ran (e.g. ``oracle-srpt``), also that clairvoyant reference and the
+    *headroom*: how far below the runner-up it lies, percent. It is not a proven bound (under
+    a memory limit SRPT on the true remaining cost is not optimal), but it is what knowing
+    every length buys, so a gain much beyond the headroom (the paper's 28.7%, say) is not to be
+    expected from a policy that only predicts lengths on this workload.
 
     Where a policy named ``sagesched`` exists: its gain over its best *rival* (the best
     non-oracle policy that is not a variant of it, see :func:`_variants_of`; negative when it
@@ -119,7 +120,8 @@ def improvement(
             if not oracles.empty:
                 row["sagesched_headroom_pct"] = 100.0 * (o[metric] - bound[metric]) / o[metric]
             if frame is not None:
-                won, lost, seeds = _paired(frame[frame["rate"] == rate], "sagesched", o["policy"])
+                cell = frame[frame["rate"] == rate]
+                won, lost, seeds = _paired(cell, "sagesched", o["policy"], metric)
                 row["sagesched_seeds_won"], row["sagesched_seeds_lost"] = won, lost
                 row["sagesched_seeds"] = seeds
         rows.append(row)
@@ -141,9 +143,7 @@ def _variants_of(frame: pd.DataFrame | None, policy: str) -> set[str]:
     return {policy, *frame.loc[same, "policy"]}
 
 
-def _paired(
-    cell: pd.DataFrame, policy: str, rival: str, metric: str = "mean_ttlt"
-) -> tuple[int, int, int]:
+def _paired(cell: pd.DataFrame, policy: str, rival: str, metric: str) -> tuple[int, int, int]:
     """Seeds in which ``policy`` scored below and above ``rival``, and the seeds both ran."""
     a = cell[cell["policy"] == policy].set_index("seed")[metric]
     b = cell[cell["policy"] == rival].set_index("seed")[metric]

@@ -8,6 +8,9 @@ Outputs under ``<output_dir>/<name>/``:
 * ``runs.csv``: one row per (policy, rate, seed);
 * ``summary.csv``: one row per (policy, rate): each metric's mean and standard deviation over
   seeds (``<metric>`` and ``<metric>_std``);
+* ``improvement.csv``: one row per rate: best vs runner-up, the clairvoyant reference's
+  headroom, SageSched against its best rival with paired seed counts (:func:`improvement`);
+* ``tables.md``: the printed tables, one per rate;
 * ``ttlt_vs_rate.png``, ``ttft_vs_rate.png``: mean TTLT and mean TTFT (s) against the arrival
   rate, one line per policy with the spread over seeds as error bars (the paper's Figure 7);
 * ``tb/<policy>/``: TensorBoard scalars ``compare/<metric>`` (the seed mean) with the step the

@@ -117,6 +117,22 @@ def test_improvement_names_the_rival_headroom_and_paired_seeds() -> None:
     assert bare["sagesched_vs"] == "sagesched-10buckets" and "sagesched_seeds" not in bare
 
 
+def test_printed_gain_rows_keep_one_column_set(tmp_path: Path) -> None:
+    """A rate where only one non-oracle policy ran still prints every column (as ``-``):
+    ``print_table`` takes its columns from the first row."""
+    from sagerl.commands.compare import gain_rows, sagesched_rows
+
+    cfg = load_compare_config(write(tmp_path, SMALL))
+    records, _ = run_matrix(cfg, progress=False)
+    records = [r for r in records if r["rate"] == 2.0 or r["policy"] != "fcfs"]
+    gains = improvement(aggregate(records), records)
+    rows = gain_rows(gains, "rps")
+    assert len({tuple(r) for r in rows}) == 1 and len(rows) == 2
+    assert rows[1]["runner-up"] == "-" and rows[1]["headroom"] == "-"
+    assert rows[0]["headroom"].endswith("%")
+    assert [r["rate"] for r in sagesched_rows(gains, "rps")] == [rows[0]["rate"]]
+
+
 def test_compare_cli_writes_tables_plots_and_json(tmp_path: Path) -> None:
     data = {**SMALL, "compare": {**SMALL["compare"], "processes": 2, "seeds": [0]}}
     out = tmp_path / "records.json"

@@ -132,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def gain_rows(gains: Any, unit: str) -> list[dict[str, str]]:
-    """Printed rows of :func:`~sagerl.compare.report.improvement`: best vs runner-up."""
+    """Printed rows of :func:`~sagerl.compare.report.improvement`: best vs runner-up.
+
+    Which columns appear is decided once from ``gains`` (``print_table`` needs equal keys in
+    every row); a cell with no value prints as ``-``.
+    """
     from sagerl.compare.report import rate_label
 
     rows = []
@@ -142,19 +146,20 @@ def gain_rows(gains: Any, unit: str) -> list[dict[str, str]]:
             "best": g["best"],
             "mean TTLT (s)": f"{g['best_mean_ttlt']:.2f}",
         }
-        if isinstance(g.get("runner_up"), str):
-            row["runner-up"] = g["runner_up"]
-            row["runner-up TTLT (s)"] = f"{g['runner_up_mean_ttlt']:.2f}"
-            row["gain"] = f"{g['gain_pct']:.1f}%"
-        if isinstance(g.get("oracle"), str):
-            row["oracle (s)"] = f"{g['oracle_mean_ttlt']:.2f}"
+        if "runner_up" in gains:
+            row["runner-up"] = _name(g["runner_up"])
+            row["runner-up TTLT (s)"] = _secs(g["runner_up_mean_ttlt"])
+            row["gain"] = _pct(g["gain_pct"])
+        if "oracle" in gains:
+            row["oracle (s)"] = _secs(g["oracle_mean_ttlt"])
             row["headroom"] = _pct(g.get("headroom_pct", math.nan))
         rows.append(row)
     return rows
 
 
 def sagesched_rows(gains: Any, unit: str) -> list[dict[str, str]]:
-    """Printed rows of SageSched against its best rival, rate by rate."""
+    """Printed rows of SageSched against its best rival, rate by rate (columns as in
+    :func:`gain_rows`)."""
     from sagerl.compare.report import rate_label
 
     rows = []
@@ -163,21 +168,29 @@ def sagesched_rows(gains: Any, unit: str) -> list[dict[str, str]]:
             continue
         row = {
             "rate": rate_label(g, unit),
-            "SageSched TTLT (s)": f"{g['sagesched_mean_ttlt']:.2f}",
+            "SageSched TTLT (s)": _secs(g["sagesched_mean_ttlt"]),
             "best rival": g["sagesched_vs"],
-            "rival TTLT (s)": f"{g['sagesched_vs_mean_ttlt']:.2f}",
-            "gain": f"{g['sagesched_gain_pct']:+.1f}%",
+            "rival TTLT (s)": _secs(g["sagesched_vs_mean_ttlt"]),
+            "gain": _pct(g["sagesched_gain_pct"], sign=True),
         }
-        if not math.isnan(g.get("sagesched_seeds", math.nan)):
+        if "sagesched_seeds" in gains:
             row["seeds won / lost"] = (
                 f"{g['sagesched_seeds_won']:.0f} / {g['sagesched_seeds_lost']:.0f} "
                 f"of {g['sagesched_seeds']:.0f}"
             )
-        if not math.isnan(g.get("sagesched_headroom_pct", math.nan)):
+        if "sagesched_headroom_pct" in gains:
             row["headroom"] = _pct(g["sagesched_headroom_pct"])
         rows.append(row)
     return rows
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.1f}%"
+def _name(value: Any) -> str:
+    return value if isinstance(value, str) else "-"
+
+
+def _secs(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def _pct(value: float, sign: bool = False) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1f}%" if sign else f"{value:.1f}%"
